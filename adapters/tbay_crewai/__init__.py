@@ -1,0 +1,1 @@
+"""Adapter package; implemented by the framework adapters issue."""

@@ -1,0 +1,557 @@
+"""The life of a guarded call, shared by the sync and the async path.
+
+The decisions of a call (claim, follow, wait for approval, back off from a
+full concurrency cap) are written once as a generator, :meth:`Engine._plan`,
+that yields what it wants to wait for. A sync driver and an async driver run
+that generator: the sync one blocks its thread, the async one awaits without
+blocking the event loop. Only running the user's function and recording its
+outcome differ between the two, so the paths cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Generator
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from .codec import NotReplayable, Unstorable, decode_result, describe_error, encode_result
+from .context import current_scope
+from .decide import (
+    ENDED_STATUSES,
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    WAITING_APPROVAL,
+    Action,
+    Refusal,
+    approval_reason,
+    as_number,
+    decide,
+    lookup_path,
+)
+from .errors import (
+    ApprovalPending,
+    ApprovalRejected,
+    ApprovalTimeout,
+    BudgetExceeded,
+    ConcurrencyLimitExceeded,
+    ExecutionFailed,
+    ExecutionTimeout,
+    IdempotencyConflict,
+    RateLimitExceeded,
+    ResultNotReplayable,
+    TbayError,
+    ToolPaused,
+)
+from .heartbeat import Heartbeat
+from .keys import CallIdentity, KeyDeriver
+from .policy import Policy
+from .redact import Redactor
+from .store.base import ClaimOutcome, ClaimRequest, HeadRecord, Store
+from .wakeup import Wakeups, wait_async
+
+if TYPE_CHECKING:
+    from .client import TbayClient
+
+log = logging.getLogger("tbay")
+
+MAX_POLL_INTERVAL = 0.02
+"""Cap of the back-off a waiter polls another process's execution with (seconds)."""
+
+_REPLAY_ACTIONS = frozenset(
+    {Action.REPLAY, Action.REPLAY_FAILURE, Action.REPLAY_REJECTION, Action.NOT_REPLAYABLE}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Wait:
+    """Block until ``future`` fires or ``timeout`` seconds pass (``future`` may be None: a sleep)."""
+
+    future: Future[None] | None
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Own:
+    """The plan's end when this caller must run the function as ``execution_id``."""
+
+    execution_id: str
+
+
+class _Result:
+    """The plan's end when the call is answered without running: a replayed value."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+_Plan = Generator[_Wait, None, "_Own | _Result"]
+
+
+class GuardedTool:
+    """Everything fixed at decoration time about one guarded function."""
+
+    def __init__(self, fn: Callable[..., Any], *, tool_name: str, policy_name: str,
+                 key_fn: Callable[..., Any] | None, tenant: str | None,
+                 exclude_args: tuple[str, ...] = ()):
+        self.fn = fn
+        self.tool_name = tool_name
+        self.policy_name = policy_name
+        self.key_fn = key_fn
+        self.tenant = tenant
+        self.deriver = KeyDeriver(fn, tool_name=tool_name, key_fn=key_fn, exclude_args=exclude_args)
+        self.return_annotation = _return_annotation(fn)
+        self.is_async = asyncio.iscoroutinefunction(fn)
+
+
+def _return_annotation(fn: Callable[..., Any]) -> Any:
+    """The resolved return annotation, used to rebuild dataclasses and models on replay."""
+    try:
+        import typing
+
+        return typing.get_type_hints(fn).get("return")
+    except Exception:  # unresolvable forward references: fall back to the raw annotation
+        return getattr(fn, "__annotations__", {}).get("return")
+
+
+@dataclass(slots=True)
+class _Call:
+    """One call in flight: the tool, its arguments and what was derived from them."""
+
+    tool: GuardedTool
+    policy: Policy
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    identity: CallIdentity
+    tenant: str | None
+    agent: str | None
+    links: dict[str, Any]
+
+
+class Engine:
+    """Runs guarded calls against one store with one client's policies."""
+
+    def __init__(self, client: TbayClient, store: Store):
+        self.client = client
+        self.store = store
+        self.wakeups = Wakeups()
+        self.heartbeat = Heartbeat(store)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self._redactors: dict[tuple[tuple[str, ...], tuple[str, ...]], Redactor] = {}
+        self._redactors_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ entry points
+
+    def call_sync(self, tool: GuardedTool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run one guarded call on the caller's thread."""
+        call = self._prepare(tool, args, kwargs)
+        if call.identity.key is not None:
+            replay = self._fast_replay(call)
+            if replay is not None:
+                return replay.value
+        plan = self._plan(call)
+        try:
+            step = next(plan)
+            while True:
+                if step.future is not None:
+                    try:
+                        step.future.result(step.timeout)
+                    except TimeoutError:
+                        pass
+                else:
+                    time.sleep(step.timeout)
+                step = plan.send(None)
+        except StopIteration as stop:
+            end = stop.value
+        if isinstance(end, _Result):
+            return end.value
+        return self._run_sync(call, end.execution_id)
+
+    async def call_async(self, tool: GuardedTool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run one guarded call as a coroutine; every wait yields to the event loop."""
+        call = self._prepare(tool, args, kwargs)
+        if call.identity.key is not None:
+            replay = self._fast_replay(call)
+            if replay is not None:
+                return replay.value
+        plan = self._plan(call)
+        try:
+            step = next(plan)
+            while True:
+                if step.future is not None:
+                    await wait_async(step.future, step.timeout)
+                else:
+                    await asyncio.sleep(step.timeout)
+                step = plan.send(None)
+        except StopIteration as stop:
+            end = stop.value
+        if isinstance(end, _Result):
+            return end.value
+        return await self._run_async(call, end.execution_id)
+
+    # ------------------------------------------------------------------ preparation
+
+    def _prepare(self, tool: GuardedTool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call:
+        policy = self.client.policies.get(tool.policy_name)
+        if policy is None:
+            from .errors import PolicyError
+
+            raise PolicyError(
+                f"tool '{tool.tool_name}': policy '{tool.policy_name}' was removed from client.policies; "
+                f"known policies: {', '.join(sorted(self.client.policies))}"
+            )
+        scope = current_scope()
+        tenant = tool.tenant if tool.tenant is not None else scope.tenant
+        identity = tool.deriver.derive(args, kwargs, tenant=tenant, keyed=policy.idempotent)
+        return _Call(tool, policy, args, kwargs, identity, tenant, scope.agent, scope.links)
+
+    def _fast_replay(self, call: _Call) -> _Result | None:
+        """The lock-free cache-hit path: one indexed read, no write (unless audit_replays)."""
+        assert call.identity.key is not None
+        record, now = self.store.read_head(call.identity.key)
+        if record is None:
+            return None
+        action = decide(record.head, call.policy, now, call.identity.fingerprint).action
+        if action not in _REPLAY_ACTIONS:
+            return None
+        return self._replay(call, action, record)
+
+    def _request(self, call: _Call, waiting_for: str | None) -> ClaimRequest:
+        policy, identity, tool = call.policy, call.identity, call.tool
+        budget_amount = None
+        if policy.budget is not None:
+            budget_amount = as_number(lookup_path(identity.arguments, policy.budget.arg))
+            if budget_amount is None:
+                raise BudgetExceeded(
+                    f"tool '{tool.tool_name}': policy '{policy.name}' budgets argument "
+                    f"'{policy.budget.arg}', but this call has no numeric value for it; pass a number "
+                    "so the spend can be counted"
+                )
+        return ClaimRequest(
+            key=identity.key,
+            tool_name=tool.tool_name,
+            tenant=call.tenant,
+            agent=call.agent,
+            policy=policy,
+            fingerprint=identity.fingerprint,
+            canonical_args=(
+                tool.deriver.canonical_arguments_json(identity.arguments) if tool.key_fn else None
+            ),
+            args_json=json.dumps(self._redactor(policy).redact(identity.arguments), sort_keys=True),
+            owner=self.owner,
+            approval_reason=approval_reason(policy, identity.arguments),
+            budget_amount=budget_amount,
+            waiting_for=waiting_for,
+            links_json=json.dumps(call.links, sort_keys=True, default=str) if call.links else None,
+        )
+
+    def _redactor(self, policy: Policy) -> Redactor:
+        signature = (tuple(policy.redact_args), tuple(policy.redact_patterns))
+        redactor = self._redactors.get(signature)
+        if redactor is None:
+            with self._redactors_lock:
+                redactor = self._redactors.setdefault(signature, Redactor(*signature))
+        return redactor
+
+    # ------------------------------------------------------------------ the plan
+
+    def _plan(self, call: _Call) -> _Plan:
+        """Claim, then follow / wait / back off until this call is answered or owns an execution."""
+        tool, policy = call.tool, call.policy
+        waiting_for: str | None = None
+        concurrency_deadline: float | None = None
+        backoff = 0.001
+        request = self._request(call, None)
+        while True:
+            if waiting_for != request.waiting_for:
+                request = replace(request, waiting_for=waiting_for)
+            outcome = self.store.claim(request)
+            action = outcome.action
+            if action is Action.START:
+                if outcome.refusal is Refusal.CONCURRENCY:
+                    now = time.monotonic()
+                    if concurrency_deadline is None:
+                        concurrency_deadline = now + policy.concurrency_wait_timeout
+                    if now >= concurrency_deadline:
+                        raise ConcurrencyLimitExceeded(
+                            f"tool '{tool.tool_name}': {policy.max_concurrent} executions already "
+                            f"running (max_concurrent of policy '{policy.name}') and no slot freed "
+                            f"within {policy.concurrency_wait_timeout:g}s; try again later or raise "
+                            "concurrency_wait_timeout"
+                        )
+                    yield _Wait(None, min(backoff, concurrency_deadline - now))
+                    backoff = min(backoff * 2, MAX_POLL_INTERVAL)
+                    continue
+                if outcome.refusal is not None:
+                    raise self._refusal_error(call, outcome)
+                assert outcome.execution_id is not None
+                if outcome.status == RUNNING:
+                    return _Own(outcome.execution_id)
+                self.client._approval_requested(outcome.execution_id, call.policy)
+                if policy.approval_mode == "defer":
+                    raise self._pending_error(call, outcome.execution_id, outcome.approval_reason)
+                waiting_for = outcome.execution_id
+                yield from self._follow(outcome.execution_id)
+                continue
+            if action is Action.RUN_APPROVED:
+                assert outcome.execution_id is not None
+                return _Own(outcome.execution_id)
+            if action is Action.FOLLOW:
+                assert outcome.execution_id is not None
+                if outcome.record is not None and outcome.record.head.status == WAITING_APPROVAL:
+                    waiting_for = outcome.execution_id
+                yield from self._follow(outcome.execution_id)
+                continue
+            if action is Action.PENDING:
+                assert outcome.execution_id is not None
+                raise self._pending_error(call, outcome.execution_id, None)
+            if action is Action.APPROVAL_TIMED_OUT:
+                raise ApprovalTimeout(
+                    f"tool '{tool.tool_name}': nobody approved or rejected execution "
+                    f"{outcome.execution_id} within {policy.approval_timeout:g}s (policy "
+                    f"'{policy.name}'); it is now EXPIRED and the call did not run. Call again to "
+                    "ask for approval again.",
+                    execution_id=outcome.execution_id or "",
+                )
+            if action is Action.CONFLICT:
+                raise self._conflict_error(call, outcome)
+            assert outcome.record is not None
+            return self._replay(call, action, outcome.record, retry_after=outcome.retry_after)
+
+    def _follow(self, execution_id: str) -> Generator[_Wait, None, None]:
+        """Wait until an execution of another caller ends, loses its lease or gets a decision."""
+        backoff = 0.001
+        while True:
+            future = self.wakeups.subscribe(execution_id)
+            state = self.store.poll(execution_id)
+            if state is None or state.status in ENDED_STATUSES:
+                return
+            timeout = backoff
+            if state.status == RUNNING:
+                if state.lease_expires_at is None or state.now >= state.lease_expires_at:
+                    return
+                timeout = min(timeout, state.lease_expires_at - state.now + 0.001)
+            elif state.status == WAITING_APPROVAL:
+                if state.approved:
+                    return
+                if state.approval_deadline is not None:
+                    if state.now >= state.approval_deadline:
+                        return
+                    timeout = min(timeout, state.approval_deadline - state.now + 0.001)
+            yield _Wait(future, timeout)
+            backoff = min(backoff * 2, MAX_POLL_INTERVAL)
+
+    # ------------------------------------------------------------------ answers without running
+
+    def _replay(self, call: _Call, action: Action, record: HeadRecord,
+                retry_after: float | None = None) -> _Result:
+        tool, policy = call.tool, call.policy
+        execution_id = record.head.execution_id
+        if policy.audit_replays:
+            self.store.record_replay(execution_id, tool.tool_name, call.tenant, call.agent)
+        if action is Action.REPLAY:
+            try:
+                return _Result(decode_result(record.result or "null", tool.return_annotation))
+            except NotReplayable as exc:
+                raise ResultNotReplayable(
+                    f"tool '{tool.tool_name}': the stored result of execution {execution_id} cannot "
+                    f"be rebuilt here ({exc}). Import the module that defines it, or run "
+                    f"`tbay forget {execution_id}` to run the call fresh.",
+                    tool_name=tool.tool_name, execution_id=execution_id,
+                ) from None
+        if action is Action.NOT_REPLAYABLE:
+            raise ResultNotReplayable(
+                f"tool '{tool.tool_name}': execution {execution_id} succeeded, but its result could "
+                "not be stored, so it cannot be replayed and the call was not run again. Return "
+                "JSON-friendly values (dicts, lists, dataclasses, pydantic models), use the "
+                f"'volatile' policy, or run `tbay forget {execution_id}` to allow a fresh run.",
+                tool_name=tool.tool_name, execution_id=execution_id,
+            )
+        if action is Action.REPLAY_REJECTION:
+            by = record.decided_by or "an operator"
+            reason = record.decision_reason or "no reason given"
+            raise ApprovalRejected(
+                f"tool '{tool.tool_name}': {by} rejected execution {execution_id}: {reason}. The "
+                "call did not run and will not run with these arguments; ask a human or change "
+                "the request.",
+                reason=record.decision_reason, by=record.decided_by, execution_id=execution_id,
+            )
+        if retry_after is not None:
+            advice = f"a retry is allowed in {retry_after:.3g}s (retry_backoff of policy '{policy.name}')"
+        else:
+            advice = (
+                f"policy '{policy.name}' allows no more retries (max_retries {policy.max_retries}); "
+                f"run `tbay forget {execution_id}` to allow a fresh run"
+            )
+        raise ExecutionFailed(
+            f"tool '{tool.tool_name}': execution {execution_id} failed earlier with "
+            f"{record.error_type}: {record.error_message}. This call replays that failure instead of "
+            f"running again; {advice}.",
+            tool_name=tool.tool_name, error_type=record.error_type or "",
+            error_message=record.error_message or "", execution_id=execution_id,
+        )
+
+    def _refusal_error(self, call: _Call, outcome: ClaimOutcome) -> TbayError:
+        tool, policy = call.tool, call.policy
+        if outcome.refusal is Refusal.PAUSED:
+            return ToolPaused(
+                f"tool '{tool.tool_name}' is paused by {outcome.paused_by or 'an operator'}: "
+                f"{outcome.paused_reason or 'no reason given'}. Stored results are still replayed; "
+                "new calls resume after `tbay resume`.",
+                reason=outcome.paused_reason, by=outcome.paused_by,
+            )
+        if outcome.refusal is Refusal.RATE_LIMITED:
+            assert policy.rate_limit is not None
+            retry_after = outcome.retry_after or 0.0
+            return RateLimitExceeded(
+                f"tool '{tool.tool_name}': rate limit of policy '{policy.name}' reached "
+                f"({policy.rate_limit.count} executions per {policy.rate_limit.per:g}s); "
+                f"retry in {retry_after:.3g}s",
+                retry_after=retry_after,
+            )
+        assert policy.budget is not None
+        return BudgetExceeded(
+            f"tool '{tool.tool_name}': this call's {policy.budget.arg} would exceed the budget of "
+            f"policy '{policy.name}' ({policy.budget.max:g} per {policy.budget.per:g}s); wait for "
+            "the window to pass, or lower the amount"
+        )
+
+    def _pending_error(self, call: _Call, execution_id: str, reason: str | None) -> ApprovalPending:
+        why = f" ({reason})" if reason else ""
+        return ApprovalPending(
+            f"tool '{call.tool.tool_name}': execution {execution_id} waits for a human{why}. "
+            f"Approve it with `tbay approve {execution_id}` (or reject it), then make the same "
+            "call again to run it.",
+            execution_id=execution_id,
+        )
+
+    def _conflict_error(self, call: _Call, outcome: ClaimOutcome) -> IdempotencyConflict:
+        tool = call.tool
+        assert outcome.execution_id is not None
+        stored = self.store.canonical_args(outcome.execution_id)
+        fields = (
+            tool.deriver.differing_fields(stored, call.identity.arguments) if stored is not None else ()
+        )
+        named = f" (arguments that differ: {', '.join(fields)})" if fields else ""
+        return IdempotencyConflict(
+            f"tool '{tool.tool_name}': idempotency key already used by execution "
+            f"{outcome.execution_id} with different arguments{named}. The key comes from key_fn, so "
+            "two different requests mapped to one key; make key_fn include what distinguishes them, "
+            f"or run `tbay forget {outcome.execution_id}` once that execution is settled.",
+            tool_name=tool.tool_name, differing_fields=tuple(fields),
+        )
+
+    # ------------------------------------------------------------------ running as owner
+
+    def _run_sync(self, call: _Call, execution_id: str) -> Any:
+        self.heartbeat.add(execution_id, call.policy.lease_timeout)
+        timeout = call.policy.execution_timeout
+        if timeout is None:
+            return self._execute_and_record(call, execution_id)
+        done: Future[Any] = Future()
+
+        def worker() -> None:
+            try:
+                done.set_result(self._execute_and_record(call, execution_id))
+            except BaseException as exc:  # the worker reports everything to the waiting caller
+                done.set_exception(exc)
+
+        threading.Thread(target=worker, name=f"tbay-{call.tool.tool_name}", daemon=True).start()
+        try:
+            return done.result(timeout)
+        except TimeoutError:
+            raise self._timeout_error(call, execution_id, timeout) from None
+
+    def _execute_and_record(self, call: _Call, execution_id: str) -> Any:
+        try:
+            try:
+                value = call.tool.fn(*call.args, **call.kwargs)
+            except BaseException as exc:
+                self._record_failure(call, execution_id, exc)
+                raise
+            self._record_success(call, execution_id, value)
+            return value
+        finally:
+            self._settle(execution_id)
+
+    async def _run_async(self, call: _Call, execution_id: str) -> Any:
+        self.heartbeat.add(execution_id, call.policy.lease_timeout)
+        timeout = call.policy.execution_timeout
+        if timeout is None:
+            return await self._execute_and_record_async(call, execution_id)
+        task = asyncio.ensure_future(self._execute_and_record_async(call, execution_id))
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout)
+        except asyncio.TimeoutError:
+            raise self._timeout_error(call, execution_id, timeout) from None
+
+    async def _execute_and_record_async(self, call: _Call, execution_id: str) -> Any:
+        try:
+            try:
+                value = await call.tool.fn(*call.args, **call.kwargs)
+            except BaseException as exc:  # CancelledError included: nothing stays RUNNING
+                self._record_failure(call, execution_id, exc)
+                raise
+            self._record_success(call, execution_id, value)
+            return value
+        finally:
+            self._settle(execution_id)
+
+    def _timeout_error(self, call: _Call, execution_id: str, timeout: float) -> ExecutionTimeout:
+        return ExecutionTimeout(
+            f"tool '{call.tool.tool_name}': execution {execution_id} ran longer than "
+            f"{timeout:g}s (execution_timeout of policy '{call.policy.name}'). It keeps running in "
+            f"the background and records what really happened; see `tbay show {execution_id}`."
+        )
+
+    def _settle(self, execution_id: str) -> None:
+        self.heartbeat.remove(execution_id)
+        self.wakeups.fire(execution_id)
+
+    def _record_success(self, call: _Call, execution_id: str, value: Any) -> None:
+        policy = call.policy
+        try:
+            encoded: str | None = encode_result(value)
+            replayable = True
+            note = None
+        except Unstorable as exc:
+            encoded, replayable, note = None, False, str(exc)
+            log.warning("tbay: tool '%s' execution %s succeeded but its result cannot be stored: %s",
+                        call.tool.tool_name, execution_id, exc)
+        self._finish(call, execution_id, status=SUCCEEDED, result=encoded, replayable=replayable,
+                     error_type="Unstorable" if note else None, error_message=note,
+                     error_traceback=None)
+
+    def _record_failure(self, call: _Call, execution_id: str, exc: BaseException) -> None:
+        error_type, message, trace = describe_error(exc)
+        self._finish(call, execution_id, status=FAILED, result=None, replayable=True,
+                     error_type=error_type, error_message=message, error_traceback=trace)
+
+    def _finish(self, call: _Call, execution_id: str, **outcome: Any) -> None:
+        """Record an outcome; a fenced (taken-over) or unreachable store is logged, never raised.
+
+        The owner always gets its own function's real value or exception; if the
+        outcome cannot be written, the lease lapses and ``after_crash`` decides.
+        """
+        try:
+            recorded = self.store.finish(execution_id, cache_ttl=call.policy.cache_ttl, **outcome)
+        except TbayError as exc:
+            log.error("tbay: tool '%s' execution %s finished but its outcome was not recorded: %s",
+                      call.tool.tool_name, execution_id, exc)
+            return
+        if not recorded:
+            log.warning(
+                "tbay: tool '%s' execution %s finished after its lease was taken over; its outcome "
+                "was not recorded (the newer attempt's outcome stands)", call.tool.tool_name, execution_id,
+            )
+
