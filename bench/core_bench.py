@@ -79,7 +79,7 @@ def threads_on_one_key(client: TbayClient, threads: int = 8, trials: int = 20) -
         ends: list[float] = []
         barrier = threading.Barrier(threads)
 
-        def worker(trial: int = trial) -> None:
+        def worker(trial: int = trial, barrier: threading.Barrier = barrier, ends: list[float] = ends) -> None:
             barrier.wait()
             contended(trial)
             ends.append(time.perf_counter())

@@ -20,7 +20,7 @@ from .client import TbayClient
 from .decide import STATUSES
 from .errors import TbayError
 from .execution import EXECUTION_FIELDS, Execution
-from .policy import load_policies
+from .policy import Policy, load_policies
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,8 +77,8 @@ def _short_time(execution: Execution) -> str:
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
              for row in [headers, *rows]]
     return "\n".join(lines)
 
@@ -276,9 +276,9 @@ def policies(obj: _Context, check_file: str | None, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(fields, default=str))
         else:
-            summary = ", ".join(f"{k}={v}" for k, v in fields.items()
-                                if k != "name" and v not in (None, (), False))
-            click.echo(f"{name}: {summary}")
+            defaults = dataclasses.asdict(Policy(name=name))
+            summary = ", ".join(f"{k}={v}" for k, v in fields.items() if v != defaults[k])
+            click.echo(f"{name}: {summary or 'defaults (kept forever, no approval)'}")
 
 
 def run() -> None:

@@ -108,6 +108,10 @@ def decide(
         return Decision(Action.START, attempt=next_attempt)
     if status in (SUCCEEDED, FAILED, LOST) and _is_expired(policy, head.finished_at, now):
         return Decision(Action.START, attempt=next_attempt)
+    if _approval_timed_out(head, now):
+        if waiting_for == head.execution_id:
+            return Decision(Action.APPROVAL_TIMED_OUT, supersede=EXPIRED)
+        return Decision(Action.START, attempt=next_attempt, supersede=EXPIRED)
     if head.fingerprint != fingerprint:
         return Decision(Action.CONFLICT)
     if status == SUCCEEDED:
@@ -119,14 +123,25 @@ def decide(
     if status == RUNNING:
         return _while_running(head, policy, now)
     if status == WAITING_APPROVAL:
-        return _while_waiting_approval(head, policy, now, waiting_for)
+        return _while_waiting_approval(head, policy)
     raise ValueError(f"unknown execution status {status!r}")
+
+
+def _approval_timed_out(head: Head, now: float) -> bool:
+    """A request nobody decided before its deadline frees the key, whatever the new arguments."""
+    return (
+        head.status == WAITING_APPROVAL
+        and not head.approved
+        and head.approval_deadline is not None
+        and now >= head.approval_deadline
+    )
 
 
 def _after_failure(head: Head, policy: Policy, now: float) -> Decision:
     if head.retry_number >= policy.max_retries:
         return Decision(Action.REPLAY_FAILURE)
-    retry_at = (head.finished_at or now) + policy.retry_backoff
+    finished = head.finished_at if head.finished_at is not None else now
+    retry_at = finished + policy.retry_backoff
     if now < retry_at:
         return Decision(Action.REPLAY_FAILURE, retry_after=retry_at - now)
     return Decision(Action.START, attempt=head.attempt + 1, retry_number=head.retry_number + 1)
@@ -154,15 +169,9 @@ def _while_running(head: Head, policy: Policy, now: float) -> Decision:
     return Decision(Action.MARK_LOST)
 
 
-def _while_waiting_approval(
-    head: Head, policy: Policy, now: float, waiting_for: str | None
-) -> Decision:
+def _while_waiting_approval(head: Head, policy: Policy) -> Decision:
     if head.approved:
         return Decision(Action.RUN_APPROVED)
-    if head.approval_deadline is not None and now >= head.approval_deadline:
-        if waiting_for == head.execution_id:
-            return Decision(Action.APPROVAL_TIMED_OUT, supersede=EXPIRED)
-        return Decision(Action.START, attempt=head.attempt + 1, supersede=EXPIRED)
     if policy.approval_mode == "defer":
         return Decision(Action.PENDING)
     return Decision(Action.FOLLOW)
@@ -175,10 +184,7 @@ def lookup_path(arguments: dict[str, Any], dotted: str) -> Any:
     """Return the value at a dotted path (``"order.amount"``) or ``None`` when absent."""
     value: Any = arguments
     for part in dotted.split("."):
-        if isinstance(value, dict):
-            value = value.get(part)
-        else:
-            value = getattr(value, part, None)
+        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
         if value is None:
             return None
     return value
@@ -190,7 +196,7 @@ def as_number(value: Any) -> float | None:
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None
 
@@ -198,14 +204,14 @@ def as_number(value: Any) -> float | None:
 def approval_reason(policy: Policy, arguments: dict[str, Any]) -> str | None:
     """Why this call needs a human, or ``None`` when it may run without one.
 
-    A bypass argument that is missing or not a number never bypasses: the
-    gate fails closed.
+    A bypass argument that is missing, not a number or negative (a negative
+    refund is not a small one) never bypasses: the gate fails closed.
     """
     if not policy.approval_required:
         return None
     if policy.approval_bypass_arg and policy.approval_bypass_max is not None:
         value = as_number(lookup_path(arguments, policy.approval_bypass_arg))
-        if value is not None and value <= policy.approval_bypass_max:
+        if value is not None and 0 <= value <= policy.approval_bypass_max:
             return None
         return (
             f"policy '{policy.name}' requires approval when {policy.approval_bypass_arg} "

@@ -11,6 +11,7 @@ outcome differ between the two, so the paths cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -164,10 +165,8 @@ class Engine:
             step = next(plan)
             while True:
                 if step.future is not None:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         step.future.result(step.timeout)
-                    except TimeoutError:
-                        pass
                 else:
                     time.sleep(step.timeout)
                 step = plan.send(None)
@@ -231,11 +230,11 @@ class Engine:
         budget_amount = None
         if policy.budget is not None:
             budget_amount = as_number(lookup_path(identity.arguments, policy.budget.arg))
-            if budget_amount is None:
+            if budget_amount is None or budget_amount < 0:
                 raise BudgetExceeded(
                     f"tool '{tool.tool_name}': policy '{policy.name}' budgets argument "
-                    f"'{policy.budget.arg}', but this call has no numeric value for it; pass a number "
-                    "so the spend can be counted"
+                    f"'{policy.budget.arg}', but this call has no non-negative number for it; pass "
+                    "one so the spend can be counted"
                 )
         return ClaimRequest(
             key=identity.key,
@@ -519,7 +518,6 @@ class Engine:
         self.wakeups.fire(execution_id)
 
     def _record_success(self, call: _Call, execution_id: str, value: Any) -> None:
-        policy = call.policy
         try:
             encoded: str | None = encode_result(value)
             replayable = True

@@ -152,7 +152,7 @@ def guard_toolkit(
             "(or a pattern such as '*') so no tool runs unguarded"
         )
     guarded_tools = []
-    for (adapter, tool), name in zip(named, names):
+    for (adapter, tool), name in zip(named, names, strict=True):
         policy = _match_policy(name, policy_map)
         assert policy is not None
         if adapter is not None:
@@ -183,7 +183,7 @@ def _callable_name(tool: Any) -> str:
     return str(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _adapters_for_root(root: str) -> tuple[ToolAdapter, ...]:
     found = []
     for entry in entry_points(group=ADAPTER_GROUP):

@@ -8,6 +8,7 @@ other processes fall back to polling the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from concurrent.futures import Future
 
@@ -50,10 +51,8 @@ async def wait_async(future: Future[None], timeout: float) -> None:
         loop.call_soon_threadsafe(_resolve, waiter)
 
     future.add_done_callback(wake)
-    try:
+    with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(waiter, timeout)
-    except asyncio.TimeoutError:
-        pass
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
