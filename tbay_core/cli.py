@@ -111,7 +111,7 @@ def _print_executions(executions: Iterable[Execution], as_json: bool) -> None:
 @click.option("--tool", help="Only executions of this tool.")
 @click.option("--status", type=click.Choice(STATUSES, case_sensitive=False), help="Only this status.")
 @click.option("--tenant", help="Only this tenant.")
-@click.option("--limit", type=int, default=50, show_default=True, help="At most this many, newest first.")
+@click.option("--limit", type=click.IntRange(1, 2**63 - 1), default=50, show_default=True, help="At most this many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_obj
 @_friendly

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 import statistics
 import threading
 from collections.abc import Callable
@@ -105,10 +106,12 @@ class TbayClient:
         return self.store.query(tool=tool, status=status, tenant=tenant, limit=limit)
 
     def pending(self) -> list[Execution]:
-        """Executions waiting for a human decision."""
+        """Executions waiting for a human decision (not yet decided, not past their approval timeout)."""
+        now = datetime.now(timezone.utc)
         return [
             execution for execution in self.store.query(status="WAITING_APPROVAL", limit=None)
             if not execution.approved
+            and (execution.approval_deadline is None or execution.approval_deadline > now)
         ]
 
     # ------------------------------------------------------------------ operator controls
@@ -157,7 +160,12 @@ class TbayClient:
         """Per tool: executions, outcomes, replays (if audited), pending approvals, p50/p95 duration, paused."""
         paused = {control.tool for control in self.store.controls()}
         rows = []
-        for row in self.store.stats():
+        recorded = self.store.stats()
+        seen = {row["tool"] for row in recorded}
+        for tool in sorted(paused - seen):  # a tool paused before it ever ran still shows
+            recorded.append({"tool": tool, "executions": 0, "succeeded": 0, "failed": 0, "running": 0,
+                             "pending": 0, "rejected": 0, "replays": 0, "durations": []})
+        for row in recorded:
             durations = sorted(row.pop("durations"))
             row["p50_seconds"] = statistics.median(durations) if durations else None
             row["p95_seconds"] = durations[min(len(durations) - 1, int(len(durations) * 0.95))] if durations else None

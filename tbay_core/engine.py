@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -64,8 +65,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tbay")
 
-MAX_POLL_INTERVAL = 0.02
-"""Cap of the back-off a waiter polls another process's execution with (seconds)."""
+MAX_BACKOFF = 0.02
+"""Cap of the back-off of a caller waiting for a concurrency slot (seconds)."""
 
 _REPLAY_ACTIONS = frozenset(
     {Action.REPLAY, Action.REPLAY_FAILURE, Action.REPLAY_REJECTION, Action.NOT_REPLAYABLE}
@@ -148,6 +149,7 @@ class Engine:
         self.wakeups = Wakeups()
         self.heartbeat = Heartbeat(store)
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        store.watch(self.wakeups.fire)
         self._redactors: dict[tuple[tuple[str, ...], tuple[str, ...]], Redactor] = {}
         self._redactors_lock = threading.Lock()
 
@@ -220,10 +222,10 @@ class Engine:
         record, now = self.store.read_head(call.identity.key)
         if record is None:
             return None
-        action = decide(record.head, call.policy, now, call.identity.fingerprint).action
-        if action not in _REPLAY_ACTIONS:
+        decision = decide(record.head, call.policy, now, call.identity.fingerprint)
+        if decision.action not in _REPLAY_ACTIONS:
             return None
-        return self._replay(call, action, record)
+        return self._replay(call, decision.action, record, retry_after=decision.retry_after)
 
     def _request(self, call: _Call, waiting_for: str | None) -> ClaimRequest:
         policy, identity, tool = call.policy, call.identity, call.tool
@@ -244,7 +246,7 @@ class Engine:
             policy=policy,
             fingerprint=identity.fingerprint,
             canonical_args=(
-                tool.deriver.canonical_arguments_json(identity.arguments) if tool.key_fn else None
+                tool.deriver.argument_digests_json(identity.arguments) if tool.key_fn else None
             ),
             args_json=json.dumps(self._redactor(policy).redact(identity.arguments), sort_keys=True),
             owner=self.owner,
@@ -289,7 +291,7 @@ class Engine:
                             "concurrency_wait_timeout"
                         )
                     yield _Wait(None, min(backoff, concurrency_deadline - now))
-                    backoff = min(backoff * 2, MAX_POLL_INTERVAL)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
                     continue
                 if outcome.refusal is not None:
                     raise self._refusal_error(call, outcome)
@@ -348,7 +350,7 @@ class Engine:
                         return
                     timeout = min(timeout, state.approval_deadline - state.now + 0.001)
             yield _Wait(future, timeout)
-            backoff = min(backoff * 2, MAX_POLL_INTERVAL)
+            backoff = min(backoff * 2, self.store.poll_interval_cap)
 
     # ------------------------------------------------------------------ answers without running
 
@@ -465,7 +467,9 @@ class Engine:
             except BaseException as exc:  # the worker reports everything to the waiting caller
                 done.set_exception(exc)
 
-        threading.Thread(target=worker, name=f"tbay-{call.tool.tool_name}", daemon=True).start()
+        context = contextvars.copy_context()  # the body sees the caller's scope and context
+        threading.Thread(target=context.run, args=(worker,), name=f"tbay-{call.tool.tool_name}",
+                         daemon=True).start()
         try:
             return done.result(timeout)
         except TimeoutError:

@@ -841,21 +841,22 @@ class KeyDeriver:
     def _error(self, e: _Unstable, subject: str) -> KeyDerivationError:
         return KeyDerivationError(f"tool '{self.tool_name}': " + _describe(e, subject))
 
-    def canonical_arguments_json(self, arguments: dict[str, Any]) -> str:
-        """The canonical JSON of the full arguments (what the fingerprint hashes).
+    def argument_digests_json(self, arguments: dict[str, Any]) -> str:
+        """Per-argument SHA-256 digests of the canonical values, as JSON.
 
-        The engine stores it next to the execution so that a later call with
-        the same key but a different fingerprint can be told *which* fields
-        differ (:meth:`differing_fields`).
+        The engine stores this next to a ``key_fn`` execution so that a later
+        call with the same key but a different fingerprint can be told *which*
+        arguments differ (:meth:`differing_fields`) without the database ever
+        holding an argument's real value (secrets are redacted in the audit
+        copy, and must not leak through this one).
         """
-        try:
-            return _encode_tree(self._canon_arguments(arguments))
-        except _Unstable as e:
-            raise self._error(e, _argument_subject(e)) from None
+        current = self._canon_arguments_or_raise(arguments)
+        return json.dumps(
+            {name: hashlib.sha256(_encode(value).encode()).hexdigest() for name, value in current.items()},
+            sort_keys=True,
+        )
 
-    def differing_fields(
-        self, stored_canonical_json: str, arguments: dict[str, Any]
-    ) -> tuple[str, ...]:
+    def differing_fields(self, stored_digests_json: str, arguments: dict[str, Any]) -> tuple[str, ...]:
         """Top-level argument names whose canonical values differ from a stored call.
 
         A name present on one side only counts as differing. Returns ``()``
@@ -863,19 +864,13 @@ class KeyDeriver:
         still real and is reported without field names.
         """
         try:
-            stored = json.loads(stored_canonical_json)
+            stored = json.loads(stored_digests_json)
         except (TypeError, ValueError):
             return ()
         if not isinstance(stored, dict):
             return ()
-        current = self._canon_arguments_or_raise(arguments)
-        diff = [
-            name
-            for name in set(stored) | set(current)
-            if name not in stored
-            or name not in current
-            or _encode(stored[name]) != _encode(current[name])
-        ]
+        current = json.loads(self.argument_digests_json(arguments))
+        diff = [name for name in set(stored) | set(current) if stored.get(name) != current.get(name)]
         return tuple(sorted(diff))
 
     def _canon_arguments_or_raise(self, arguments: dict[str, Any]) -> dict[str, Any]:

@@ -28,11 +28,16 @@ class Wakeups:
                 future = self._futures[execution_id] = Future()
             return future
 
-    def fire(self, execution_id: str) -> None:
-        """Wake every waiter of ``execution_id`` (a no-op when nobody waits)."""
+    def fire(self, execution_id: str | None) -> None:
+        """Wake every waiter of ``execution_id`` (``None``: every waiter); a no-op when nobody waits."""
         with self._lock:
-            future = self._futures.pop(execution_id, None)
-        if future is not None:
+            if execution_id is None:
+                futures = list(self._futures.values())
+                self._futures.clear()
+            else:
+                future = self._futures.pop(execution_id, None)
+                futures = [future] if future is not None else []
+        for future in futures:
             future.set_result(None)
 
 

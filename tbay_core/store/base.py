@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,6 +211,14 @@ class Store(ABC):
     """One database holding every execution, key, and control of a client."""
 
     url: str
+    poll_interval_cap: float = 0.02
+    """How long a waiter may go between two reads of an execution it waits on (seconds)."""
+
+    def watch(self, callback: Callable[[str | None], None]) -> None:  # noqa: B027 - optional hook
+        """Call ``callback(execution_id)`` when another process changes an execution (``None``: any).
+
+        Stores without push notifications (SQLite) never call it; waiters poll.
+        """
 
     @abstractmethod
     def read_head(self, key: str) -> tuple[HeadRecord | None, float]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from ..decide import (
@@ -262,8 +261,8 @@ class SqlStore(Store):
     # ------------------------------------------------------------------ plumbing (subclasses)
 
     @abstractmethod
-    def transaction(self) -> AbstractContextManager[Tx]:
-        """An exclusive-enough write transaction (committed on success, rolled back on error)."""
+    def guarded_write(self, operation: Callable[[Tx], Any]) -> Any:
+        """Run ``operation`` in one write transaction (committed on success, rolled back on error)."""
 
     @abstractmethod
     def run(self, operation: Callable[[Tx], Any]) -> Any:
@@ -281,15 +280,6 @@ class SqlStore(Store):
 
     def notify(self, tx: Tx, execution_id: str) -> None:
         """Tell waiters in other processes that ``execution_id`` changed (PostgreSQL: NOTIFY)."""
-
-    def guarded_write(self, operation: Callable[[Tx], Any]) -> Any:
-        """Run ``operation`` inside :meth:`transaction`, errors made readable."""
-
-        def in_transaction(_: Tx) -> Any:
-            with self.transaction() as tx:
-                return operation(tx)
-
-        return self.run(in_transaction)
 
     # ------------------------------------------------------------------ hot path and claims
 
@@ -489,9 +479,10 @@ class SqlStore(Store):
             rows = tx(
                 f"SELECT tool_name, COUNT(*), {_count(f'status = {SUCCEEDED!r}')},"
                 f" {_count(f'status IN ({FAILED!r}, {LOST!r})')}, {_count(f'status = {RUNNING!r}')},"
-                f" {_count(f'status = {WAITING_APPROVAL!r} AND approved = 0')},"
+                f" {_count(f'status = {WAITING_APPROVAL!r} AND approved = 0 AND approval_deadline > ?')},"
                 f" {_count(f'status = {REJECTED!r}')}"
-                " FROM tbay_executions GROUP BY tool_name ORDER BY tool_name"
+                " FROM tbay_executions GROUP BY tool_name ORDER BY tool_name",
+                (self.clock(tx),),
             ).fetchall()
             replays = dict(tx("SELECT tool_name, COUNT(*) FROM tbay_replays GROUP BY tool_name").fetchall())
             result = []

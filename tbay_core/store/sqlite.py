@@ -109,8 +109,15 @@ class SQLiteStore(SqlStore):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"SQLite database {self.path!r} failed: {exc}") from exc
 
+    def guarded_write(self, operation: Callable[[Tx], Any]) -> Any:
+        def in_transaction(_: Tx) -> Any:
+            with self._transaction() as tx:
+                return operation(tx)
+
+        return self.run(in_transaction)
+
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def _transaction(self) -> Iterator[Tx]:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -131,7 +138,7 @@ class SQLiteStore(SqlStore):
                 break
             except sqlite3.OperationalError:  # another process is switching it at this moment
                 time.sleep(0.01 * (attempt + 1))
-        with self.transaction() as tx:
+        with self._transaction() as tx:
             tx(
                 "CREATE TABLE IF NOT EXISTS tbay_schema_version (id INTEGER PRIMARY KEY CHECK (id = 1),"
                 " version INTEGER NOT NULL)"
