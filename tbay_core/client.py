@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
 import statistics
 import threading
 from collections.abc import Callable
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, TypeVar
 

@@ -7,6 +7,7 @@ directory lives in a fresh temp dir with fsync off: it is thrown away.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -68,10 +69,8 @@ class PgServer:
         self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
 
     def remove(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):
             self.stop("immediate")
-        except RuntimeError:
-            pass
         shutil.rmtree(self.root, ignore_errors=True)
 
     @property
