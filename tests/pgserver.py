@@ -2,7 +2,8 @@
 
 ``initdb`` refuses to run as root, so when the tests run as root (CI does) the
 server runs as the ``postgres`` system user through ``runuser``. The data
-directory lives in a fresh temp dir with fsync off: it is thrown away.
+directory lives in a fresh temp dir with fsync off: it is thrown away. TCP
+connections need the password (scram-sha-256), so a wrong one is really refused.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def _free_port() -> int:
 class PgServer:
     """One PostgreSQL server in a temp dir: start, stop (fast), start again, remove."""
 
+    password = "tbay-test-secret"
+
     def __init__(self, bindir: str):
         self.bindir = bindir
         self.port = _free_port()
@@ -50,7 +53,12 @@ class PgServer:
             os.chown(self.data, user.pw_uid, user.pw_gid)
             os.chown(self.root, user.pw_uid, user.pw_gid)
             self.as_user = ["runuser", "-u", "postgres", "--"]
-        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        pwfile = os.path.join(self.root, "pwfile")
+        with open(pwfile, "w") as handle:
+            handle.write(self.password + "\n")
+        os.chmod(pwfile, 0o644)
+        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth-local=trust",
+                  "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync")
 
     def _run(self, binary: str, *args: str) -> None:
         command = [*self.as_user, os.path.join(self.bindir, binary), *args]
@@ -75,7 +83,7 @@ class PgServer:
 
     @property
     def base_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
 
     def fresh_url(self) -> str:
         """A URL whose ``tbay_`` tables live in a new schema of their own (one per test)."""
