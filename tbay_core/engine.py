@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin before 3.11
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -167,7 +168,7 @@ class Engine:
             step = next(plan)
             while True:
                 if step.future is not None:
-                    with contextlib.suppress(TimeoutError):
+                    with contextlib.suppress(FutureTimeout):
                         step.future.result(step.timeout)
                 else:
                     time.sleep(step.timeout)
@@ -407,8 +408,9 @@ class Engine:
         if outcome.refusal is Refusal.PAUSED:
             return ToolPaused(
                 f"tool '{tool.tool_name}' is paused by {outcome.paused_by or 'an operator'}: "
-                f"{outcome.paused_reason or 'no reason given'}. Stored results are still replayed; "
-                "new calls resume after `tbay resume`.",
+                f"{outcome.paused_reason or 'no reason given'}. Stored results are still replayed; new "
+                f"calls run again after `tbay resume --tool {tool.tool_name}` (or `tbay resume` when "
+                "every tool was paused).",
                 reason=outcome.paused_reason, by=outcome.paused_by,
             )
         if outcome.refusal is Refusal.RATE_LIMITED:
@@ -472,20 +474,17 @@ class Engine:
                          daemon=True).start()
         try:
             return done.result(timeout)
-        except TimeoutError:
+        except FutureTimeout:
             raise self._timeout_error(call, execution_id, timeout) from None
 
     def _execute_and_record(self, call: _Call, execution_id: str) -> Any:
         try:
-            try:
-                value = call.tool.fn(*call.args, **call.kwargs)
-            except BaseException as exc:
-                self._record_failure(call, execution_id, exc)
-                raise
-            self._record_success(call, execution_id, value)
-            return value
-        finally:
-            self._settle(execution_id)
+            value = call.tool.fn(*call.args, **call.kwargs)
+        except BaseException as exc:
+            self._record_failure(call, execution_id, exc)
+            raise
+        self._record_success(call, execution_id, value)
+        return value
 
     async def _run_async(self, call: _Call, execution_id: str) -> Any:
         self.heartbeat.add(execution_id, call.policy.lease_timeout)
@@ -500,15 +499,12 @@ class Engine:
 
     async def _execute_and_record_async(self, call: _Call, execution_id: str) -> Any:
         try:
-            try:
-                value = await call.tool.fn(*call.args, **call.kwargs)
-            except BaseException as exc:  # CancelledError included: nothing stays RUNNING
-                self._record_failure(call, execution_id, exc)
-                raise
-            self._record_success(call, execution_id, value)
-            return value
-        finally:
-            self._settle(execution_id)
+            value = await call.tool.fn(*call.args, **call.kwargs)
+        except BaseException as exc:  # CancelledError included: nothing stays RUNNING
+            self._record_failure(call, execution_id, exc)
+            raise
+        self._record_success(call, execution_id, value)
+        return value
 
     def _timeout_error(self, call: _Call, execution_id: str, timeout: float) -> ExecutionTimeout:
         return ExecutionTimeout(
@@ -540,17 +536,45 @@ class Engine:
                      error_type=error_type, error_message=message, error_traceback=trace)
 
     def _finish(self, call: _Call, execution_id: str, **outcome: Any) -> None:
-        """Record an outcome; a fenced (taken-over) or unreachable store is logged, never raised.
+        """Record an outcome, then release the lease and wake followers; never raises.
 
-        The owner always gets its own function's real value or exception; if the
-        outcome cannot be written, the lease lapses and ``after_crash`` decides.
+        The owner always gets its own function's real value or exception at once.
+        When the database cannot take the outcome right now (restarting, locked),
+        a background thread keeps trying, with the lease still renewed, for one
+        lease period; only then does the lease lapse and ``after_crash`` decide.
         """
         try:
             recorded = self.store.finish(execution_id, cache_ttl=call.policy.cache_ttl, **outcome)
         except TbayError as exc:
-            log.error("tbay: tool '%s' execution %s finished but its outcome was not recorded: %s",
-                      call.tool.tool_name, execution_id, exc)
+            log.warning("tbay: tool '%s' execution %s finished but its outcome could not be recorded "
+                        "yet (%s); retrying in the background", call.tool.tool_name, execution_id, exc)
+            threading.Thread(target=self._finish_later, args=(call, execution_id, outcome),
+                             name="tbay-record", daemon=True).start()
             return
+        self._report_fenced(call, execution_id, recorded)
+        self._settle(execution_id)
+
+    def _finish_later(self, call: _Call, execution_id: str, outcome: dict[str, Any]) -> None:
+        deadline = time.monotonic() + max(call.policy.lease_timeout, 5.0)
+        delay = 0.05
+        try:
+            while True:
+                time.sleep(delay)
+                try:
+                    recorded = self.store.finish(execution_id, cache_ttl=call.policy.cache_ttl, **outcome)
+                except TbayError as exc:
+                    if time.monotonic() >= deadline:
+                        log.error("tbay: tool '%s' execution %s: outcome not recorded (%s); its lease "
+                                  "lapses and after_crash decides", call.tool.tool_name, execution_id, exc)
+                        return
+                    delay = min(delay * 2, 1.0)
+                    continue
+                self._report_fenced(call, execution_id, recorded)
+                return
+        finally:
+            self._settle(execution_id)
+
+    def _report_fenced(self, call: _Call, execution_id: str, recorded: bool) -> None:
         if not recorded:
             log.warning(
                 "tbay: tool '%s' execution %s finished after its lease was taken over; its outcome "

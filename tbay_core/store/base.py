@@ -145,6 +145,14 @@ def run_claim(tx: ClaimTransaction, request: ClaimRequest) -> ClaimOutcome:
     record = tx.load_head(request.key) if request.key is not None else None
     head = record.head if record is not None else None
     decision = decide(head, policy, tx.now, request.fingerprint, waiting_for=request.waiting_for)
+    if decision.action is Action.MARK_LOST:
+        assert head is not None and record is not None
+        error_type, message = _supersede_error(LOST, head)
+        tx.end_execution(head.execution_id, LOST, error_type, message)
+        record = _with_error(record, LOST, error_type, message, tx.now)
+        head = record.head
+        # decide again on the LOST row: replay its failure, or retry it if the policy allows
+        decision = decide(head, policy, tx.now, request.fingerprint, waiting_for=request.waiting_for)
     action = decision.action
 
     if action is Action.START:
@@ -180,11 +188,6 @@ def run_claim(tx: ClaimTransaction, request: ClaimRequest) -> ClaimOutcome:
         if tx.start_approved(head.execution_id, tx.now + policy.lease_timeout, request.owner):
             return ClaimOutcome(Action.RUN_APPROVED, execution_id=head.execution_id, record=record)
         return ClaimOutcome(Action.FOLLOW, execution_id=head.execution_id, record=record)
-    if action is Action.MARK_LOST:
-        error_type, message = _supersede_error(LOST, head)
-        tx.end_execution(head.execution_id, LOST, error_type, message)
-        return ClaimOutcome(Action.REPLAY_FAILURE, execution_id=head.execution_id,
-                            record=_with_error(record, LOST, error_type, message))
     if action is Action.APPROVAL_TIMED_OUT:
         tx.end_execution(head.execution_id, EXPIRED, *_supersede_error(EXPIRED, head))
     return ClaimOutcome(action, execution_id=head.execution_id, record=record,
@@ -198,11 +201,11 @@ def _supersede_error(status: str, head: Head) -> tuple[str, str]:
     return ("ApprovalTimeout", "nobody approved or rejected the call before its approval timeout")
 
 
-def _with_error(record: HeadRecord, status: str, error_type: str, message: str) -> HeadRecord:
+def _with_error(record: HeadRecord, status: str, error_type: str, message: str,
+                now: float) -> HeadRecord:
     head = record.head
     new_head = Head(head.execution_id, status, head.attempt, head.retry_number, head.fingerprint,
-                    head.finished_at, head.lease_expires_at, head.replayable, head.approved,
-                    head.approval_deadline)
+                    now, None, head.replayable, head.approved, head.approval_deadline)
     return HeadRecord(new_head, record.tool_name, None, error_type, message,
                       record.decided_by, record.decision_reason)
 

@@ -289,14 +289,22 @@ class SqlStore(Store):
     def finish(self, execution_id: str, *, status: str, result: str | None, replayable: bool,
                error_type: str | None, error_message: str | None, error_traceback: str | None,
                cache_ttl: float | None) -> bool:
+        """Record the outcome of a RUNNING execution, or of a LOST one that still holds its key.
+
+        A stalled owner declared LOST whose key no newer attempt took (after_crash
+        ``fail``) records what really happened; once another attempt holds the
+        key, the stale owner is fenced out and nothing is written.
+        """
+
         def operation(tx: Tx) -> bool:
             now = self.clock(tx)
             cursor = tx(
                 "UPDATE tbay_executions SET status = ?, result = ?, replayable = ?, error_type = ?,"
                 " error_message = ?, error_traceback = ?, finished_at = ?, expires_at = ?,"
-                " lease_expires_at = NULL WHERE id = ? AND status = ?",
+                " lease_expires_at = NULL WHERE id = ? AND (status = ? OR (status = ? AND EXISTS"
+                " (SELECT 1 FROM tbay_keys k WHERE k.execution_id = tbay_executions.id)))",
                 (status, result, int(replayable), error_type, error_message, error_traceback, now,
-                 None if cache_ttl is None else now + cache_ttl, execution_id, RUNNING),
+                 None if cache_ttl is None else now + cache_ttl, execution_id, RUNNING, LOST),
             )
             self.notify(tx, execution_id)
             return cursor.rowcount == 1
