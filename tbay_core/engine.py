@@ -59,7 +59,7 @@ from .keys import CallIdentity, KeyDeriver
 from .policy import Policy
 from .redact import Redactor
 from .store.base import ClaimOutcome, ClaimRequest, HeadRecord, Store
-from .wakeup import Wakeups, wait_async
+from .wakeup import AsyncWaiter, Wakeups
 
 if TYPE_CHECKING:
     from .client import TbayClient
@@ -187,11 +187,12 @@ class Engine:
             if replay is not None:
                 return replay.value
         plan = self._plan(call)
+        waiter = AsyncWaiter()
         try:
             step = next(plan)
             while True:
                 if step.future is not None:
-                    await wait_async(step.future, step.timeout)
+                    await waiter.wait(step.future, step.timeout)
                 else:
                     await asyncio.sleep(step.timeout)
                 step = plan.send(None)
@@ -332,6 +333,12 @@ class Engine:
 
     def _follow(self, execution_id: str) -> Generator[_Wait, None, None]:
         """Wait until an execution of another caller ends, loses its lease or gets a decision."""
+        try:
+            yield from self._wait_for_change(execution_id)
+        finally:  # a foreign execution's future would never fire: drop it (co-waiters re-poll)
+            self.wakeups.fire(execution_id)
+
+    def _wait_for_change(self, execution_id: str) -> Generator[_Wait, None, None]:
         backoff = 0.001
         while True:
             future = self.wakeups.subscribe(execution_id)
@@ -510,7 +517,8 @@ class Engine:
         return ExecutionTimeout(
             f"tool '{call.tool.tool_name}': execution {execution_id} ran longer than "
             f"{timeout:g}s (execution_timeout of policy '{call.policy.name}'). It keeps running in "
-            f"the background and records what really happened; see `tbay show {execution_id}`."
+            f"the background and records what really happened; see `tbay show {execution_id}`.",
+            execution_id=execution_id,
         )
 
     def _settle(self, execution_id: str) -> None:

@@ -67,7 +67,11 @@ class ResultNotReplayable(TbayError):
 
 
 class ExecutionTimeout(TbayError):
-    """The function ran longer than the policy's ``execution_timeout``."""
+    """The function ran longer than the policy's ``execution_timeout``; it keeps running and records its outcome."""
+
+    def __init__(self, message: str, *, execution_id: str = ""):
+        super().__init__(message)
+        self.execution_id = execution_id
 
 
 class ApprovalRejected(TbayError):

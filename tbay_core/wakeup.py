@@ -41,23 +41,36 @@ class Wakeups:
             future.set_result(None)
 
 
-async def wait_async(future: Future[None], timeout: float) -> None:
-    """Wait for a thread-safe future from a coroutine without blocking the loop or cancelling it.
+class AsyncWaiter:
+    """Awaits wake-up futures from one coroutine without blocking or cancelling them.
 
-    ``asyncio.wrap_future`` would cancel the shared future when this waiter
-    times out, waking (and confusing) every other waiter; this bridge never does.
+    ``asyncio.wrap_future`` would cancel the shared future when this waiter times
+    out, waking (and confusing) every other waiter. The bridge here adds one
+    callback per wake-up future (not one per poll), and a callback firing after
+    the waiter's event loop closed is dropped quietly.
     """
-    if future.done():
-        return
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
 
-    def wake(_: Future[None]) -> None:
-        loop.call_soon_threadsafe(_resolve, waiter)
+    def __init__(self) -> None:
+        self._source: Future[None] | None = None
+        self._bridge: asyncio.Future[None] | None = None
 
-    future.add_done_callback(wake)
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(waiter, timeout)
+    async def wait(self, future: Future[None], timeout: float) -> None:
+        """Return when ``future`` completes or after ``timeout`` seconds."""
+        if future.done():
+            return
+        if future is not self._source or self._bridge is None:
+            loop = asyncio.get_running_loop()
+            bridge: asyncio.Future[None] = loop.create_future()
+
+            def wake(_: Future[None]) -> None:
+                if not loop.is_closed():
+                    with contextlib.suppress(RuntimeError):  # closed between the check and the call
+                        loop.call_soon_threadsafe(_resolve, bridge)
+
+            future.add_done_callback(wake)
+            self._source, self._bridge = future, bridge
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._bridge), timeout)
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
