@@ -205,3 +205,55 @@ def _adapter_for(tool: Any) -> ToolAdapter | None:
             if adapter.handles(tool):
                 return adapter
     return None
+
+
+_RUN_ARG = "__tbay_run__"
+
+
+def _run_body(__tbay_run__: Callable[[], Any], /, **arguments: Any) -> Any:
+    return __tbay_run__()
+
+
+async def _run_body_async(__tbay_run__: Callable[[], Any], /, **arguments: Any) -> Any:
+    return await __tbay_run__()
+
+
+def _call_tool(client: TbayClient, tool_name: str, policy: str | Policy, is_async: bool,
+               tenant: str | None) -> GuardedTool:
+    """The GuardedTool standing for a framework tool guarded per call (cached per client and name)."""
+    cache: dict[tuple[str, str, bool, str | None], GuardedTool] = client.__dict__.setdefault(
+        "_call_tools", {}
+    )
+    policy_name = client.policy(policy, tool_name=tool_name).name
+    cache_key = (tool_name, policy_name, is_async, tenant)
+    tool = cache.get(cache_key)
+    if tool is None:
+        body = _run_body_async if is_async else _run_body
+        tool = GuardedTool(body, tool_name=tool_name, policy_name=policy_name, key_fn=None,
+                           tenant=tenant, exclude_args=(_RUN_ARG,))
+        tool = cache.setdefault(cache_key, tool)
+    return tool
+
+
+def guard_call(client: TbayClient | None, tool_name: str, policy: str | Policy,
+               arguments: Mapping[str, Any], run: Callable[[], Any], *,
+               tenant: str | None = None) -> Any:
+    """Run ``run()`` as the guarded execution of tool ``tool_name`` called with ``arguments``.
+
+    For adapters whose framework hands them a per-call callback (a LangChain
+    middleware's ``handler``, a CrewAI hook) rather than a function to wrap:
+    the key, cache, singleflight, guardrails and approval all apply to
+    ``arguments`` exactly as for ``@guarded``.
+    """
+    resolved = client or default_client()
+    tool = _call_tool(resolved, tool_name, policy, False, tenant)
+    return resolved.engine.call_sync(tool, (run,), dict(arguments))
+
+
+async def aguard_call(client: TbayClient | None, tool_name: str, policy: str | Policy,
+                      arguments: Mapping[str, Any], run: Callable[[], Any], *,
+                      tenant: str | None = None) -> Any:
+    """The async form of :func:`guard_call`: ``run()`` returns an awaitable."""
+    resolved = client or default_client()
+    tool = _call_tool(resolved, tool_name, policy, True, tenant)
+    return await resolved.engine.call_async(tool, (run,), dict(arguments))

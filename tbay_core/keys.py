@@ -645,6 +645,20 @@ class _BindError(Exception):
     """Internal: the fast binder gave up; the slow path produces the message."""
 
 
+def _merge_var_keyword(out: dict[str, Any], var_name: str, extra: dict[str, Any]) -> None:
+    """``**kwargs`` entries sit beside the named arguments, as the caller wrote them.
+
+    So ``f(amount=5)`` binds to ``{"amount": 5}`` whether ``f`` names ``amount``
+    or takes ``**kwargs``, and policies (budget, approval bypass, redaction)
+    find the argument by its own name. Only when a name clashes with a
+    positional-only parameter do the extras stay nested under ``var_name``.
+    """
+    if out.keys().isdisjoint(extra):
+        out.update(extra)
+    else:
+        out[var_name] = extra
+
+
 class KeyDeriver:
     """Built once per guarded function; derives identities per call.
 
@@ -793,11 +807,8 @@ class KeyDeriver:
             if name == var_pos:
                 out[name] = list(args[self._n_positional :])
             elif name == var_kw:
-                out[name] = (
-                    {k: v for k, v in extra_kw.items() if k not in excluded_names}
-                    if extra_kw
-                    else {}
-                )
+                if extra_kw:
+                    _merge_var_keyword(out, name, {k: v for k, v in extra_kw.items() if k not in excluded_names})
             else:
                 out[name] = bound[name]
         return out
@@ -815,7 +826,8 @@ class KeyDeriver:
             if name == self._var_pos:
                 value = list(value)
             elif name == self._var_kw:
-                value = {k: v for k, v in value.items() if k not in self._excluded_names}
+                _merge_var_keyword(out, name, {k: v for k, v in value.items() if k not in self._excluded_names})
+                continue
             out[name] = value
         return out
 

@@ -118,17 +118,25 @@ def test_defaults_are_applied_and_change_the_key_when_overridden():
     )
 
 
-def test_var_positional_and_var_keyword_are_bound_under_their_names():
+def test_var_positional_is_bound_under_its_name_and_var_keyword_beside_named_arguments():
     def tool(a, *rest, flag=False, **options):
         pass
 
     deriver = KeyDeriver(tool, tool_name="tool")
     identity = deriver.derive((1, 2, 3), {"x": 1, "flag": True}, tenant=None)
-    assert identity.arguments == {"a": 1, "rest": [2, 3], "flag": True, "options": {"x": 1}}
+    assert identity.arguments == {"a": 1, "rest": [2, 3], "flag": True, "x": 1}
     assert identity.key == deriver.derive((1, 2, 3), {"flag": True, "x": 1}, tenant=None).key
     assert identity.key != deriver.derive((1, 2), {"flag": True, "x": 1}, tenant=None).key
     empty = deriver.derive((1,), {}, tenant=None)
-    assert empty.arguments == {"a": 1, "rest": [], "flag": False, "options": {}}
+    assert empty.arguments == {"a": 1, "rest": [], "flag": False}
+
+
+def test_var_keyword_clashing_with_a_positional_only_name_stays_nested():
+    def tool(a, /, **options):
+        pass
+
+    deriver = KeyDeriver(tool, tool_name="tool")
+    assert deriver.derive((1,), {"a": 2}, tenant=None).arguments == {"a": 1, "options": {"a": 2}}
 
 
 def test_keyword_only_and_positional_only_parameters():
@@ -280,7 +288,7 @@ def test_excluded_names_are_dropped_from_var_keyword_arguments():
 
     deriver = KeyDeriver(tool, tool_name="tool")
     a = deriver.derive(("x",), {"run_manager": object(), "extra": 1}, tenant=None)
-    assert a.arguments == {"query": "x", "kwargs": {"extra": 1}}
+    assert a.arguments == {"query": "x", "extra": 1}
 
 
 # ---------------------------------------------------------------------------
