@@ -134,6 +134,7 @@ class TbayClient:
         Returns False when the execution no longer held its key (already forgotten,
         expired or superseded).
         """
+        self.engine.local_cache.discard_execution(execution_id)
         return self.store.forget(execution_id)
 
     def pause(self, tool: str | None = None, *, reason: str | None = None, by: str | None = None) -> None:

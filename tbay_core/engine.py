@@ -56,6 +56,7 @@ from .errors import (
 )
 from .heartbeat import Heartbeat
 from .keys import CallIdentity, KeyDeriver
+from .localcache import LocalCache
 from .policy import Policy
 from .redact import Redactor
 from .store.base import ClaimOutcome, ClaimRequest, HeadRecord, Store
@@ -148,6 +149,7 @@ class Engine:
         self.client = client
         self.store = store
         self.wakeups = Wakeups()
+        self.local_cache = LocalCache()
         self.heartbeat = Heartbeat(store)
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         store.watch(self.wakeups.fire)
@@ -219,14 +221,26 @@ class Engine:
         return _Call(tool, policy, args, kwargs, identity, tenant, scope.agent, scope.links)
 
     def _fast_replay(self, call: _Call) -> _Result | None:
-        """The lock-free cache-hit path: one indexed read, no write (unless audit_replays)."""
-        assert call.identity.key is not None
-        record, now = self.store.read_head(call.identity.key)
+        """The lock-free cache-hit path: one indexed read, no write (unless audit_replays).
+
+        With ``local_cache`` a hit in this process's LRU skips even the read.
+        """
+        key, fingerprint, policy = call.identity.key, call.identity.fingerprint, call.policy
+        assert key is not None
+        if policy.local_cache:
+            cached = self.local_cache.get(key, fingerprint)
+            if cached is not None:
+                return _Result(decode_result(cached, call.tool.return_annotation))
+        record, now = self.store.read_head(key)
         if record is None:
             return None
-        decision = decide(record.head, call.policy, now, call.identity.fingerprint)
+        decision = decide(record.head, policy, now, fingerprint)
         if decision.action not in _REPLAY_ACTIONS:
             return None
+        if (policy.local_cache and decision.action is Action.REPLAY and record.result is not None
+                and policy.cache_ttl is not None and record.head.finished_at is not None):
+            ttl_left = record.head.finished_at + policy.cache_ttl - now
+            self.local_cache.put(key, record.head.execution_id, fingerprint, record.result, ttl_left)
         return self._replay(call, decision.action, record, retry_after=decision.retry_after)
 
     def _request(self, call: _Call, waiting_for: str | None) -> ClaimRequest:
