@@ -9,8 +9,9 @@ from .base import Store
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, for error messages and logs."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """The URL with any password (``user:password@`` or ``?password=``) replaced by ``***``."""
+    masked = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", masked, flags=re.IGNORECASE)
 
 
 def open_store(url: str) -> Store:

@@ -27,11 +27,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extensions
-import psycopg2.pool
 
 from ..errors import StoreError
 from . import mask_url
@@ -67,12 +66,13 @@ def split_url(url: str) -> tuple[str, str | None]:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     schema = next((value for name, value in query if name == "schema"), None)
-    rest = urlencode([(name, value) for name, value in query if name != "schema"])
+    rest = urlencode([(name, value) for name, value in query if name != "schema"], quote_via=quote)
     scheme = "postgresql" if parts.scheme == "postgres" else parts.scheme
     return urlunsplit((scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
 
 
 def _quote_ident(name: str) -> str:
+    """A SQL identifier in double quotes (any characters, quotes doubled)."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -87,22 +87,17 @@ class PostgresStore(SqlStore):
         self.url = url
         self.masked_url = mask_url(url)
         dsn, self.schema = split_url(url)
-        self._connect_kwargs: dict[str, Any] = {"connect_timeout": connect_timeout}
-        if self.schema:
-            self._connect_kwargs["options"] = f"-c search_path={_quote_ident(self.schema)},public"
         self._dsn = dsn
+        self._connect_timeout = connect_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
         self._pool_wait = pool_wait
+        self._idle: list[Any] = []
+        self._idle_lock = threading.Lock()
         self._sql_cache: dict[str, str] = {}
         self._watchers: list[Callable[[str | None], None]] = []
         self._listener: threading.Thread | None = None
         self._closed = False
-        try:
-            self._pool = psycopg2.pool.ThreadedConnectionPool(
-                1, max_connections, dsn, **self._connect_kwargs
-            )
-        except psycopg2.Error as exc:
-            raise StoreError(self._connect_error(exc)) from None
+        self._checkin(self._checkout(), broken=False)  # fail now, not at the first call
         self.run(lambda _: self._migrate())
 
     def _connect_error(self, exc: BaseException) -> str:
@@ -128,9 +123,46 @@ class PostgresStore(SqlStore):
 
         return execute
 
+    def _open(self) -> Any:
+        """A new autocommit connection, its search_path set to the tbay schema when there is one."""
+        conn = psycopg2.connect(self._dsn, connect_timeout=self._connect_timeout)
+        conn.autocommit = True
+        if self.schema:
+            conn.cursor().execute(f"SET search_path TO {_quote_ident(self.schema)}, public")
+        return conn
+
+    def _checkout(self) -> Any:
+        with self._idle_lock:
+            if self._idle:
+                return self._idle.pop()
+        try:
+            return self._open()
+        except psycopg2.Error as exc:
+            raise StoreError(self._connect_error(exc)) from None
+
+    def _checkin(self, conn: Any, *, broken: bool) -> None:
+        """Keep a healthy connection for reuse; a broken one is closed, and so are the idle ones.
+
+        A connection breaks when the server restarted or the network dropped,
+        which kills its idle siblings too: dropping them all at once spares the
+        next calls from tripping over each dead one in turn.
+        """
+        if not broken and not conn.closed and not self._closed:
+            with self._idle_lock:
+                self._idle.append(conn)
+            return
+        doomed = [conn]
+        if broken:
+            with self._idle_lock:
+                doomed += self._idle
+                self._idle = []
+        for dead in doomed:
+            with contextlib.suppress(psycopg2.Error):
+                dead.close()
+
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
-        """A pooled autocommit connection; one that broke is closed instead of returned."""
+        """A pooled autocommit connection, reused across calls; one that broke is discarded."""
         if self._closed:
             raise StoreError(f"the tbay client for {self.masked_url} is closed; create a new TbayClient")
         if not self._slots.acquire(timeout=self._pool_wait):
@@ -139,12 +171,7 @@ class PostgresStore(SqlStore):
                 "too many threads at once for max_connections"
             )
         try:
-            try:
-                conn = self._pool.getconn()
-            except psycopg2.Error as exc:
-                raise StoreError(self._connect_error(exc)) from None
-            if not conn.autocommit:
-                conn.autocommit = True
+            conn = self._checkout()
             broken = False
             try:
                 yield conn
@@ -152,8 +179,7 @@ class PostgresStore(SqlStore):
                 broken = True
                 raise
             finally:
-                broken = broken or bool(conn.closed)
-                self._pool.putconn(conn, close=broken)
+                self._checkin(conn, broken=broken or bool(conn.closed))
         finally:
             self._slots.release()
 
@@ -269,7 +295,7 @@ class PostgresStore(SqlStore):
         backoff = 0.1
         while not self._closed:
             try:
-                conn = psycopg2.connect(self._dsn, **self._connect_kwargs)
+                conn = self._open()
             except psycopg2.Error:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -297,5 +323,8 @@ class PostgresStore(SqlStore):
 
     def close(self) -> None:
         self._closed = True
-        with contextlib.suppress(psycopg2.Error):
-            self._pool.closeall()
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
