@@ -254,6 +254,19 @@ class Admission:
     needs_approval: str | None = None
 
 
+def admit_approved(policy: Policy, state: GuardState) -> Admission:
+    """Rules for an approved execution about to run: the kill switch and the concurrency cap.
+
+    Its rate and budget were counted when it was requested, so they are not
+    counted twice.
+    """
+    if state.paused:
+        return Admission(Refusal.PAUSED)
+    if policy.max_concurrent is not None and state.running >= policy.max_concurrent:
+        return Admission(Refusal.CONCURRENCY)
+    return Admission()
+
+
 def admit(policy: Policy, state: GuardState, now: float, budget_amount: float | None) -> Admission:
     """Apply pause, rate, concurrency and budget rules to a call about to start a new execution."""
     if state.paused:

@@ -287,6 +287,7 @@ class Engine:
         tool, policy = call.tool, call.policy
         waiting_for: str | None = None
         concurrency_deadline: float | None = None
+        follow_deadline: float | None = None
         backoff = 0.001
         request = self._request(call, None)
         while True:
@@ -325,9 +326,16 @@ class Engine:
                 return _Own(outcome.execution_id)
             if action is Action.FOLLOW:
                 assert outcome.execution_id is not None
+                deadline = None
                 if outcome.record is not None and outcome.record.head.status == WAITING_APPROVAL:
                     waiting_for = outcome.execution_id
-                yield from self._follow(outcome.execution_id)
+                elif policy.execution_timeout is not None:  # a follower waits no longer than an owner
+                    if follow_deadline is None:
+                        follow_deadline = time.monotonic() + policy.execution_timeout
+                    if time.monotonic() >= follow_deadline:
+                        raise self._timeout_error(call, outcome.execution_id, policy.execution_timeout)
+                    deadline = follow_deadline
+                yield from self._follow(outcome.execution_id, deadline)
                 continue
             if action is Action.PENDING:
                 assert outcome.execution_id is not None
@@ -345,16 +353,22 @@ class Engine:
             assert outcome.record is not None
             return self._replay(call, action, outcome.record, retry_after=outcome.retry_after)
 
-    def _follow(self, execution_id: str) -> Generator[_Wait, None, None]:
-        """Wait until an execution of another caller ends, loses its lease or gets a decision."""
+    def _follow(self, execution_id: str, deadline: float | None = None) -> Generator[_Wait, None, None]:
+        """Wait until an execution of another caller ends, loses its lease or gets a decision.
+
+        ``deadline`` (``time.monotonic()``) ends the wait early, for callers bound
+        by ``execution_timeout``.
+        """
         try:
-            yield from self._wait_for_change(execution_id)
+            yield from self._wait_for_change(execution_id, deadline)
         finally:  # a foreign execution's future would never fire: drop it (co-waiters re-poll)
             self.wakeups.fire(execution_id)
 
-    def _wait_for_change(self, execution_id: str) -> Generator[_Wait, None, None]:
+    def _wait_for_change(self, execution_id: str, deadline: float | None) -> Generator[_Wait, None, None]:
         backoff = 0.001
         while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                return
             future = self.wakeups.subscribe(execution_id)
             state = self.store.poll(execution_id)
             if state is None or state.status in ENDED_STATUSES:
@@ -371,6 +385,8 @@ class Engine:
                     if state.now >= state.approval_deadline:
                         return
                     timeout = min(timeout, state.approval_deadline - state.now + 0.001)
+            if deadline is not None:
+                timeout = min(timeout, max(0.0, deadline - time.monotonic()))
             yield _Wait(future, timeout)
             backoff = min(backoff * 2, self.store.poll_interval_cap)
 

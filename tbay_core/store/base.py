@@ -25,6 +25,7 @@ from ..decide import (
     Head,
     Refusal,
     admit,
+    admit_approved,
     decide,
 )
 from ..execution import Execution
@@ -117,6 +118,10 @@ class ClaimTransaction(ABC):
         """The execution the key points at, locked for this transaction."""
 
     @abstractmethod
+    def load_execution(self, execution_id: str) -> HeadRecord | None:
+        """One execution by id, in the same shape as :meth:`load_head` (for keyless calls)."""
+
+    @abstractmethod
     def guard_state(self, request: ClaimRequest) -> GuardState:
         """Pause, rate, concurrency and budget figures for the tool (and tenant)."""
 
@@ -142,7 +147,12 @@ class ClaimTransaction(ABC):
 def run_claim(tx: ClaimTransaction, request: ClaimRequest) -> ClaimOutcome:
     """Decide and record one call atomically; the caller owns the open transaction."""
     policy = request.policy
-    record = tx.load_head(request.key) if request.key is not None else None
+    if request.key is not None:
+        record = tx.load_head(request.key)
+    elif request.waiting_for is not None:  # a keyless (volatile) call waiting on its own approval
+        record = tx.load_execution(request.waiting_for)
+    else:
+        record = None
     head = record.head if record is not None else None
     decision = decide(head, policy, tx.now, request.fingerprint, waiting_for=request.waiting_for)
     if decision.action is Action.MARK_LOST:
@@ -185,6 +195,11 @@ def run_claim(tx: ClaimTransaction, request: ClaimRequest) -> ClaimOutcome:
 
     assert head is not None and record is not None
     if action is Action.RUN_APPROVED:
+        state = tx.guard_state(request)
+        admission = admit_approved(policy, state)
+        if admission.refusal is not None:
+            return ClaimOutcome(Action.START, refusal=admission.refusal, paused_reason=state.paused_reason,
+                                paused_by=state.paused_by)
         if tx.start_approved(head.execution_id, tx.now + policy.lease_timeout, request.owner):
             return ClaimOutcome(Action.RUN_APPROVED, execution_id=head.execution_id, record=record)
         return ClaimOutcome(Action.FOLLOW, execution_id=head.execution_id, record=record)

@@ -174,6 +174,10 @@ class _Claim(ClaimTransaction):
         row = self.tx(READ_HEAD_SQL, (key,)).fetchone()
         return None if row is None else head_from_row(row)
 
+    def load_execution(self, execution_id: str) -> HeadRecord | None:
+        row = self.tx(f"SELECT {HEAD_COLUMNS} FROM tbay_executions e WHERE e.id = ?", (execution_id,)).fetchone()
+        return None if row is None else head_from_row(row)
+
     def guard_state(self, request: ClaimRequest) -> GuardState:
         tx, policy, now, same_tenant = self.tx, request.policy, self.now, self.store.null_safe_eq
         if policy.rate_limit or policy.max_concurrent or policy.budget:
