@@ -142,3 +142,22 @@ def test_demo_without_tbay_db_url_uses_the_default_database_under_home(
     assert_recorded(f"sqlite:///{default_db}", approved_id)
     # nothing was written next to the working directory instead
     assert not list(tmp_path.glob("*.sqlite")) and not list(tmp_path.glob("*.db"))
+
+
+def test_approval_flow_example_blocks_until_approved(
+    python: str, subprocess_env: dict[str, str], home: Path, tmp_path: Path, db_url: str
+) -> None:
+    """`examples/approval_flow.py --auto-approve`: the refund above the threshold waits, then runs once."""
+    env = {**subprocess_env, "HOME": str(home)}
+    result = subprocess.run(
+        [python, str(REPO_ROOT / "examples" / "approval_flow.py"), "--auto-approve"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=DEMO_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(under the threshold: no human needed)" in result.stdout
+    assert re.search(r"approved after [0-9.]+s -> refunded 500\.00 on order-", result.stdout), result.stdout
+    with TbayClient(db_url) as client:
+        refunds = client.executions(tool="refund")
+        assert sorted(e.status for e in refunds) == ["SUCCEEDED", "SUCCEEDED"]
+        approved = [e for e in refunds if e.decided_by]
+        assert [e.decided_by for e in approved] == ["auto-approver"]
