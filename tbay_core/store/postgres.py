@@ -38,7 +38,6 @@ from .base import HeadRecord
 from .sql import (
     HEAD_COLUMNS,
     HEAD_FROM,
-    SCHEMA_VERSION,
     SqlStore,
     Tx,
     execution_table_ddl,
@@ -244,28 +243,13 @@ class PostgresStore(SqlStore):
             try:
                 if self.schema:
                     tx(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(self.schema)}")
-                tx(
-                    "CREATE TABLE IF NOT EXISTS tbay_schema_version (id INTEGER PRIMARY KEY"
-                    " CHECK (id = 1), version INTEGER NOT NULL)"
-                )
-                row = tx("SELECT version FROM tbay_schema_version WHERE id = 1").fetchone()
-                current = row[0] if row else 0
-                if current > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"PostgreSQL at {self.masked_url} has tbay schema version {current}, newer "
-                        f"than this tbay ({SCHEMA_VERSION}); upgrade tbay"
-                    )
-                if current < SCHEMA_VERSION:
-                    tx("BEGIN")
-                    for version in range(current + 1, SCHEMA_VERSION + 1):
-                        for statement in MIGRATIONS[version]:
-                            tx(statement)
-                    tx(
-                        "INSERT INTO tbay_schema_version (id, version) VALUES (1, ?)"
-                        " ON CONFLICT (id) DO UPDATE SET version = excluded.version",
-                        (SCHEMA_VERSION,),
-                    )
-                    tx("COMMIT")
+                tx("BEGIN")
+                try:
+                    self.apply_migrations(tx, MIGRATIONS, f"PostgreSQL at {self.masked_url}")
+                except BaseException:
+                    tx("ROLLBACK")
+                    raise
+                tx("COMMIT")
             finally:
                 tx("SELECT pg_advisory_unlock(?)", (MIGRATION_LOCK,))
 

@@ -27,7 +27,7 @@ from ..decide import (
     GuardState,
     Head,
 )
-from ..errors import InvalidTransition, UnknownExecution
+from ..errors import InvalidTransition, StoreError, UnknownExecution
 from ..execution import Execution, to_datetime
 from .base import (
     ALL_TOOLS,
@@ -284,6 +284,34 @@ class SqlStore(Store):
 
     def notify(self, tx: Tx, execution_id: str) -> None:
         """Tell waiters in other processes that ``execution_id`` changed (PostgreSQL: NOTIFY)."""
+
+    def apply_migrations(self, tx: Tx, migrations: dict[int, list[str]], where: str) -> None:
+        """Bring the schema to :data:`SCHEMA_VERSION` inside the caller's transaction.
+
+        The caller serialises concurrent starters (SQLite's write lock, a
+        PostgreSQL advisory lock), so every statement runs once.
+        """
+        tx(
+            "CREATE TABLE IF NOT EXISTS tbay_schema_version (id INTEGER PRIMARY KEY CHECK (id = 1),"
+            " version INTEGER NOT NULL)"
+        )
+        row = tx("SELECT version FROM tbay_schema_version WHERE id = 1").fetchone()
+        current = row[0] if row else 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{where} has tbay schema version {current}, newer than this tbay "
+                f"({SCHEMA_VERSION}); upgrade tbay"
+            )
+        if current == SCHEMA_VERSION:
+            return
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in migrations[version]:
+                tx(statement)
+        tx(
+            "INSERT INTO tbay_schema_version (id, version) VALUES (1, ?)"
+            " ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+            (SCHEMA_VERSION,),
+        )
 
     # ------------------------------------------------------------------ hot path and claims
 

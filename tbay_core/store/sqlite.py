@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import StoreError
 from .base import HeadRecord
-from .sql import READ_HEAD_SQL, SCHEMA_VERSION, SqlStore, Tx, execution_table_ddl, head_from_row
+from .sql import READ_HEAD_SQL, SqlStore, Tx, execution_table_ddl, head_from_row
 
 MIGRATIONS: dict[int, list[str]] = {1: execution_table_ddl("REAL")}
 
@@ -139,25 +139,7 @@ class SQLiteStore(SqlStore):
             except sqlite3.OperationalError:  # another process is switching it at this moment
                 time.sleep(0.01 * (attempt + 1))
         with self._transaction() as tx:
-            tx(
-                "CREATE TABLE IF NOT EXISTS tbay_schema_version (id INTEGER PRIMARY KEY CHECK (id = 1),"
-                " version INTEGER NOT NULL)"
-            )
-            row = tx("SELECT version FROM tbay_schema_version WHERE id = 1").fetchone()
-            current = row[0] if row else 0
-            if current > SCHEMA_VERSION:
-                raise StoreError(
-                    f"SQLite database {self.path!r} has tbay schema version {current}, newer than this "
-                    f"tbay ({SCHEMA_VERSION}); upgrade tbay"
-                )
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[version]:
-                    tx(statement)
-            tx(
-                "INSERT INTO tbay_schema_version (id, version) VALUES (1, ?)"
-                " ON CONFLICT (id) DO UPDATE SET version = excluded.version",
-                (SCHEMA_VERSION,),
-            )
+            self.apply_migrations(tx, MIGRATIONS, f"SQLite database {self.path!r}")
 
     # ------------------------------------------------------------------ hot path
 
