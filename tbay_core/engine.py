@@ -336,6 +336,10 @@ class Engine:
                         raise self._timeout_error(call, outcome.execution_id, policy.execution_timeout)
                     deadline = follow_deadline
                 yield from self._follow(outcome.execution_id, deadline)
+                if call.identity.key is not None:  # the usual end: replay without a write transaction
+                    replay = self._fast_replay(call)
+                    if replay is not None:
+                        return replay
                 continue
             if action is Action.PENDING:
                 assert outcome.execution_id is not None
