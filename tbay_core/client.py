@@ -38,7 +38,7 @@ class TbayClient:
         self.policies: dict[str, Policy] = load_policies(policy_file)
         self.store = open_store(self.db_url)
         self.engine = Engine(self, self.store)
-        self._tools: dict[str, GuardedTool] = {}
+        self._tools: dict[str, Callable[..., Any]] = {}
         self._tools_lock = threading.Lock()
 
     # ------------------------------------------------------------------ guarding
@@ -77,15 +77,24 @@ class TbayClient:
 
     def register_tool(self, tool: GuardedTool) -> None:
         """Remember which function owns a tool name, so results never cross between tools."""
+        self.claim_tool_name(tool.tool_name, tool.fn)
+
+    def claim_tool_name(self, tool_name: str, fn: Callable[..., Any]) -> None:
+        """Reserve ``tool_name`` for ``fn`` on this client; a different function raises ToolNameClash.
+
+        Adapters that guard per call (:func:`tbay_core.guard.guard_call`) claim
+        the name with the framework tool's own function, so two different tools
+        sharing a name can never replay each other's results.
+        """
         with self._tools_lock:
-            existing = self._tools.get(tool.tool_name)
-            if existing is None or _same_function(existing.fn, tool.fn):
-                self._tools[tool.tool_name] = tool
+            existing = self._tools.get(tool_name)
+            if existing is None or _same_function(existing, fn):
+                self._tools[tool_name] = fn
                 return
         raise ToolNameClash(
-            f"tool name '{tool.tool_name}' is already used on this client by "
-            f"{_describe(existing.fn)}; guarding {_describe(tool.fn)} under the same name would let "
-            "their results cross. Pass tool_name=... to tell them apart."
+            f"tool name '{tool_name}' is already used on this client by {_describe(existing)}; "
+            f"guarding {_describe(fn)} under the same name would let their results cross. Pass "
+            "tool_name=... to tell them apart."
         )
 
     # ------------------------------------------------------------------ reading the log

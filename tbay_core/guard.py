@@ -81,7 +81,7 @@ def guarded(
         name = tool_name or getattr(fn, "__name__", None)
         if not name:
             raise PolicyError(f"cannot guard {fn!r}: it has no __name__; pass tool_name=...")
-        policy_name = _check_policy(client, policy, name)
+        policy_name = check_policy(client, policy, name)
         tool = GuardedTool(fn, tool_name=name, policy_name=policy_name, key_fn=key_fn,
                            tenant=tenant, exclude_args=tuple(exclude_args))
         bound: list[TbayClient] = []
@@ -117,8 +117,11 @@ def guarded(
     return decorate
 
 
-def _check_policy(client: TbayClient | None, policy: str | Policy, tool_name: str) -> str:
-    """Resolve the policy now so that a typo fails at decoration time, not at the first call."""
+def check_policy(client: TbayClient | None, policy: str | Policy, tool_name: str) -> str:
+    """The policy's name, resolved now so that a typo fails at decoration time, not at the first call.
+
+    Public for adapters that build their own decorators.
+    """
     if client is not None:
         return client.policy(policy, tool_name=tool_name).name
     if isinstance(policy, Policy):
@@ -219,41 +222,48 @@ async def _run_body_async(__tbay_run__: Callable[[], Any], /, **arguments: Any) 
 
 
 def _call_tool(client: TbayClient, tool_name: str, policy: str | Policy, is_async: bool,
-               tenant: str | None) -> GuardedTool:
+               tenant: str | None, returns: Any, identity: Callable[..., Any] | None) -> GuardedTool:
     """The GuardedTool standing for a framework tool guarded per call (cached per client and name)."""
-    cache: dict[tuple[str, str, bool, str | None], GuardedTool] = client.__dict__.setdefault(
-        "_call_tools", {}
-    )
+    if identity is not None:
+        client.claim_tool_name(tool_name, identity)
+    cache: dict[tuple[Any, ...], GuardedTool] = client.__dict__.setdefault("_call_tools", {})
     policy_name = client.policy(policy, tool_name=tool_name).name
-    cache_key = (tool_name, policy_name, is_async, tenant)
+    cache_key = (tool_name, policy_name, is_async, tenant, repr(returns))
     tool = cache.get(cache_key)
     if tool is None:
         body = _run_body_async if is_async else _run_body
         tool = GuardedTool(body, tool_name=tool_name, policy_name=policy_name, key_fn=None,
                            tenant=tenant, exclude_args=(_RUN_ARG,))
+        tool.return_annotation = returns
         tool = cache.setdefault(cache_key, tool)
     return tool
 
 
 def guard_call(client: TbayClient | None, tool_name: str, policy: str | Policy,
                arguments: Mapping[str, Any], run: Callable[[], Any], *,
-               tenant: str | None = None) -> Any:
+               tenant: str | None = None, returns: Any = None,
+               identity: Callable[..., Any] | None = None) -> Any:
     """Run ``run()`` as the guarded execution of tool ``tool_name`` called with ``arguments``.
 
     For adapters whose framework hands them a per-call callback (a LangChain
     middleware's ``handler``, a CrewAI hook) rather than a function to wrap:
     the key, cache, singleflight, guardrails and approval all apply to
-    ``arguments`` exactly as for ``@guarded``.
+    ``arguments`` exactly as for ``@guarded``. ``returns`` is the result's type
+    (rebuilds dataclasses and models on replay); ``identity`` is the tool's own
+    function, claimed under ``tool_name`` so that two different tools sharing a
+    name raise :class:`~tbay_core.errors.ToolNameClash` instead of sharing results.
     """
     resolved = client or default_client()
-    tool = _call_tool(resolved, tool_name, policy, False, tenant)
+    tool = _call_tool(resolved, tool_name, policy, False, tenant, returns, identity)
     return resolved.engine.call_sync(tool, (run,), dict(arguments))
 
 
 async def aguard_call(client: TbayClient | None, tool_name: str, policy: str | Policy,
                       arguments: Mapping[str, Any], run: Callable[[], Any], *,
-                      tenant: str | None = None) -> Any:
+                      tenant: str | None = None, returns: Any = None,
+                      identity: Callable[..., Any] | None = None) -> Any:
     """The async form of :func:`guard_call`: ``run()`` returns an awaitable."""
     resolved = client or default_client()
-    tool = _call_tool(resolved, tool_name, policy, True, tenant)
+    tool = _call_tool(resolved, tool_name, policy, True, tenant, returns, identity)
     return await resolved.engine.call_async(tool, (run,), dict(arguments))
+
