@@ -50,6 +50,7 @@ from .errors import (
     ExecutionTimeout,
     IdempotencyConflict,
     RateLimitExceeded,
+    ReentrantCall,
     ResultNotReplayable,
     TbayError,
     ToolPaused,
@@ -69,6 +70,11 @@ log = logging.getLogger("tbay")
 
 MAX_BACKOFF = 0.02
 """Cap of the back-off of a caller waiting for a concurrency slot (seconds)."""
+
+_RUNNING_HERE: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "tbay_running_here", default=frozenset()
+)
+"""Executions whose body is running in the current context (to refuse re-entrant waits)."""
 
 _REPLAY_ACTIONS = frozenset(
     {Action.REPLAY, Action.REPLAY_FAILURE, Action.REPLAY_REJECTION, Action.NOT_REPLAYABLE}
@@ -326,6 +332,13 @@ class Engine:
                 return _Own(outcome.execution_id)
             if action is Action.FOLLOW:
                 assert outcome.execution_id is not None
+                if outcome.execution_id in _RUNNING_HERE.get():
+                    raise ReentrantCall(
+                        f"tool '{tool.tool_name}' was called with the same arguments from inside its "
+                        f"own execution {outcome.execution_id}; waiting for it would never end. Guard "
+                        "the outer function or the inner one, not both, or call the inner one with "
+                        "different arguments."
+                    )
                 deadline = None
                 if outcome.record is not None and outcome.record.head.status == WAITING_APPROVAL:
                     waiting_for = outcome.execution_id
@@ -519,11 +532,14 @@ class Engine:
             raise self._timeout_error(call, execution_id, timeout) from None
 
     def _execute_and_record(self, call: _Call, execution_id: str) -> Any:
+        token = _RUNNING_HERE.set(_RUNNING_HERE.get() | {execution_id})
         try:
             value = call.tool.fn(*call.args, **call.kwargs)
         except BaseException as exc:
             self._record_failure(call, execution_id, exc)
             raise
+        finally:
+            _RUNNING_HERE.reset(token)
         self._record_success(call, execution_id, value)
         return value
 
@@ -539,11 +555,14 @@ class Engine:
             raise self._timeout_error(call, execution_id, timeout) from None
 
     async def _execute_and_record_async(self, call: _Call, execution_id: str) -> Any:
+        token = _RUNNING_HERE.set(_RUNNING_HERE.get() | {execution_id})
         try:
             value = await call.tool.fn(*call.args, **call.kwargs)
         except BaseException as exc:  # CancelledError included: nothing stays RUNNING
             self._record_failure(call, execution_id, exc)
             raise
+        finally:
+            _RUNNING_HERE.reset(token)
         self._record_success(call, execution_id, value)
         return value
 

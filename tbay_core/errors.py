@@ -137,5 +137,9 @@ class StoreError(TbayError):
     """The database could not be opened, is locked for too long, or failed mid-operation."""
 
 
+class ReentrantCall(TbayError):
+    """A guarded call made from inside the very execution it would wait for (it would wait forever)."""
+
+
 class ToolNameClash(TbayError):
     """Two different functions were guarded under one tool name on one client."""

@@ -148,7 +148,7 @@ def guard_toolkit(
     """
     named = [(_adapter_for(tool), tool) for tool in tools]
     names = [adapter.tool_name(tool) if adapter else _callable_name(tool) for adapter, tool in named]
-    unmatched = [name for name in names if _match_policy(name, policy_map) is None]
+    unmatched = [name for name in names if match_policy(name, policy_map) is None]
     if unmatched:
         raise PolicyError(
             f"guard_toolkit: no policy_map entry matches tool(s) {', '.join(unmatched)}; add them "
@@ -156,7 +156,7 @@ def guard_toolkit(
         )
     guarded_tools = []
     for (adapter, tool), name in zip(named, names, strict=True):
-        policy = _match_policy(name, policy_map)
+        policy = match_policy(name, policy_map)
         assert policy is not None
         if adapter is not None:
             guarded_tools.append(adapter.guard(tool, policy, client=client, tenant=tenant))
@@ -165,7 +165,8 @@ def guard_toolkit(
     return guarded_tools
 
 
-def _match_policy(name: str, policy_map: Mapping[str, str | Policy]) -> str | Policy | None:
+def match_policy(name: str, policy_map: Mapping[str, str | Policy]) -> str | Policy | None:
+    """The policy ``policy_map`` gives a tool name: an exact entry first, then the first matching glob."""
     if name in policy_map:
         return policy_map[name]
     for pattern, policy in policy_map.items():

@@ -35,6 +35,7 @@ from tbay_core import (
     IdempotencyConflict,
     KeyDerivationError,
     PolicyError,
+    ReentrantCall,
     ResultNotReplayable,
     TbayClient,
     ToolNameClash,
@@ -1051,3 +1052,17 @@ def test_sync_execution_timeout_keeps_the_callers_context(client: TbayClient) ->
         _request_id.reset(token)
     assert seen == ["req-42"]
     assert only_execution(client, "audit_step").tenant == "acme"
+
+
+def test_a_call_waiting_on_its_own_execution_is_refused(client: TbayClient) -> None:
+    """Re-entrancy: a guarded body that calls itself with the same arguments would wait forever."""
+    depth = {"n": 0}
+
+    @guarded(client)
+    def recurse(x: int) -> int:
+        depth["n"] += 1
+        return recurse(x)
+
+    with pytest.raises(ReentrantCall, match="inside its own execution"):
+        recurse(1)
+    assert depth["n"] == 1
