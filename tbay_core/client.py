@@ -39,6 +39,8 @@ class TbayClient:
         self.store = open_store(self.db_url)
         self.engine = Engine(self, self.store)
         self._tools: dict[str, Callable[..., Any]] = {}
+        self.call_tools: dict[tuple[Any, ...], GuardedTool] = {}
+        """Per-call guards of adapters (``guard_call``), one per tool name, policy and kind."""
         self._tools_lock = threading.Lock()
 
     # ------------------------------------------------------------------ guarding

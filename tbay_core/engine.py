@@ -49,6 +49,7 @@ from .errors import (
     ExecutionFailed,
     ExecutionTimeout,
     IdempotencyConflict,
+    PolicyError,
     RateLimitExceeded,
     ReentrantCall,
     ResultNotReplayable,
@@ -67,6 +68,9 @@ if TYPE_CHECKING:
     from .client import TbayClient
 
 log = logging.getLogger("tbay")
+
+EARLY_WAIT = 2.0
+"""Seconds during which a waiter polls at the store's early (faster) cap."""
 
 MAX_BACKOFF = 0.02
 """Cap of the back-off of a caller waiting for a concurrency slot (seconds)."""
@@ -215,8 +219,6 @@ class Engine:
     def _prepare(self, tool: GuardedTool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call:
         policy = self.client.policies.get(tool.policy_name)
         if policy is None:
-            from .errors import PolicyError
-
             raise PolicyError(
                 f"tool '{tool.tool_name}': policy '{tool.policy_name}' was removed from client.policies; "
                 f"known policies: {', '.join(sorted(self.client.policies))}"
@@ -383,6 +385,7 @@ class Engine:
 
     def _wait_for_change(self, execution_id: str, deadline: float | None) -> Generator[_Wait, None, None]:
         backoff = 0.001
+        early_until = time.monotonic() + EARLY_WAIT
         while True:
             if deadline is not None and time.monotonic() >= deadline:
                 return
@@ -405,7 +408,8 @@ class Engine:
             if deadline is not None:
                 timeout = min(timeout, max(0.0, deadline - time.monotonic()))
             yield _Wait(future, timeout)
-            backoff = min(backoff * 2, self.store.poll_interval_cap)
+            cap = self.store.early_poll_interval_cap if time.monotonic() < early_until else self.store.poll_interval_cap
+            backoff = min(backoff * 2, cap)
 
     # ------------------------------------------------------------------ answers without running
 

@@ -227,7 +227,7 @@ def _call_tool(client: TbayClient, tool_name: str, policy: str | Policy, is_asyn
     """The GuardedTool standing for a framework tool guarded per call (cached per client and name)."""
     if identity is not None:
         client.claim_tool_name(tool_name, identity)
-    cache: dict[tuple[Any, ...], GuardedTool] = client.__dict__.setdefault("_call_tools", {})
+    cache = client.call_tools
     policy_name = client.policy(policy, tool_name=tool_name).name
     cache_key = (tool_name, policy_name, is_async, tenant, repr(returns))
     tool = cache.get(cache_key)

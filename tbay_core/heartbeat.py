@@ -27,6 +27,7 @@ class Heartbeat:
         self._changed = threading.Event()
         self._stopped = False
         self._thread: threading.Thread | None = None
+        self._interval = float("inf")  # how long the thread sleeps now; a shorter lease wakes it
 
     def add(self, execution_id: str, lease_timeout: float) -> None:
         """Start renewing ``execution_id``'s lease."""
@@ -35,7 +36,9 @@ class Heartbeat:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="tbay-heartbeat", daemon=True)
                 self._thread.start()
-        self._changed.set()
+            sooner = lease_timeout / 3 < self._interval
+        if sooner:  # waking the thread costs more than the rest of add(): only when needed
+            self._changed.set()
 
     def remove(self, execution_id: str) -> None:
         """Stop renewing (the execution ended)."""
@@ -49,12 +52,12 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stopped:
-            with self._lock:
+            with self._lock:  # add() either lands in these groups or sees the new interval
+                self._changed.clear()
                 groups: dict[float, list[str]] = defaultdict(list)
                 for execution_id, lease in self._leases.items():
                     groups[lease].append(execution_id)
-            interval = min(groups, default=30.0) / 3
-            self._changed.clear()
+                interval = self._interval = min(groups, default=30.0) / 3
             if self._changed.wait(interval) and not groups:
                 continue
             for lease, ids in groups.items():

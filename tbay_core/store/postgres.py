@@ -80,6 +80,7 @@ class PostgresStore(SqlStore):
 
     null_safe_eq = "IS NOT DISTINCT FROM"
     poll_interval_cap = 0.25
+    early_poll_interval_cap = 0.25  # LISTEN/NOTIFY wakes waiters; polling is only the safety net
 
     def __init__(self, url: str, *, max_connections: int = 32, connect_timeout: int = 5,
                  pool_wait: float = 30.0):
