@@ -40,7 +40,7 @@ import sys
 import traceback
 import typing
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -115,7 +115,7 @@ class _Bad(Exception):
         return "result" + "".join(reversed(self.segments)) + " " + self.what
 
 
-_BUILTIN_BASES = (bool, int, float, str, bytes, bytearray, list, tuple, dict, set, frozenset)
+_BUILTIN_BASES: tuple[type, ...] = (bool, int, float, str, bytes, bytearray, list, tuple, dict, set, frozenset)
 _BUILTIN_BASES += (datetime, date, time, timedelta, Decimal, uuid.UUID)
 
 
@@ -336,6 +336,7 @@ def _make_dataclass_encoder(t: type) -> Callable[[Any, int, set[int]], Any]:
     names = tuple(f.name for f in fields)
     init_names = {f.name for f in fields if f.init}
     problem = None
+    params: Iterable[inspect.Parameter]
     try:
         params = inspect.signature(t).parameters.values()
     except (TypeError, ValueError):
@@ -676,7 +677,7 @@ def _collect_classes(ann: Any, out: dict[str, type], seen: set[int], depth: int 
     elif _is_model(ann):
         out[_class_name(ann)] = ann
         try:
-            hints = [f.annotation for f in ann.model_fields.values()]
+            hints = [f.annotation for f in ann.model_fields.values()]  # type: ignore[attr-defined]
         except Exception:
             hints = ()
     elif issubclass(ann, tuple) and hasattr(ann, "_fields") and hasattr(ann, "_make"):

@@ -14,7 +14,7 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
-from typing import Any, Protocol, TypeVar, overload
+from typing import Any, Protocol, TypeVar, cast, overload
 
 from .client import TbayClient, default_client
 from .engine import GuardedTool
@@ -189,11 +189,11 @@ def _callable_name(tool: Any) -> str:
 
 @functools.cache
 def _adapters_for_root(root: str) -> tuple[ToolAdapter, ...]:
-    found = []
+    found: list[ToolAdapter] = []
     for entry in entry_points(group=ADAPTER_GROUP):
         if entry.name == root:
             adapter = entry.load()
-            found.append(adapter() if inspect.isclass(adapter) else adapter)
+            found.append(cast(ToolAdapter, adapter() if inspect.isclass(adapter) else adapter))
     return tuple(found)
 
 

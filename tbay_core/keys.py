@@ -176,7 +176,7 @@ class _Unstable(Exception):
 
 def _type_name(t: type) -> str:
     module = getattr(t, "__module__", None)
-    qualname = getattr(t, "__qualname__", None) or getattr(t, "__name__", repr(t))
+    qualname = str(getattr(t, "__qualname__", None) or getattr(t, "__name__", repr(t)))
     if module in (None, "builtins"):
         return qualname
     return f"{module}.{qualname}"

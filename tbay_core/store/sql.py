@@ -121,7 +121,8 @@ def execution_table_ddl(real: str, text_key: str = "TEXT") -> list[str]:
 class Cursor(Protocol):
     """The DB-API cursor subset the shared code uses."""
 
-    rowcount: int
+    @property
+    def rowcount(self) -> int: ...
 
     def fetchone(self) -> Any: ...
 
@@ -390,7 +391,8 @@ class SqlStore(Store):
 
     def query(self, *, tool: str | None = None, status: str | None = None,
               tenant: str | None = None, limit: int | None = 100) -> list[Execution]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         for column, value in (("tool_name", tool), ("status", status), ("tenant", tenant)):
             if value is not None:
                 clauses.append(f"{column} = ?")

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import StoreError
 from .base import HeadRecord
-from .sql import READ_HEAD_SQL, SqlStore, Tx, execution_table_ddl, head_from_row
+from .sql import READ_HEAD_SQL, Cursor, SqlStore, Tx, execution_table_ddl, head_from_row
 
 MIGRATIONS: dict[int, list[str]] = {1: execution_table_ddl("REAL")}
 
@@ -90,7 +90,7 @@ class SQLiteStore(SqlStore):
         return self._connect()
 
     def _executor(self, conn: sqlite3.Connection) -> Tx:
-        def execute(sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        def execute(sql: str, params: Sequence[Any] = ()) -> Cursor:
             return conn.execute(sql, params)
 
         return execute
