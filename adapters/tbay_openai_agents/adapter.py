@@ -55,8 +55,7 @@ from agents.tool_context import ToolContext
 
 from tbay_core import KeyDerivationError, Policy, PolicyError, TbayClient, default_client, scope
 from tbay_core.engine import GuardedTool
-from tbay_core.guard import aguard_call
-from tbay_core.policy import builtin_policies
+from tbay_core.guard import aguard_call, check_policy
 from tbay_core.refusals import AGENT_VISIBLE_ERRORS, as_tool_result
 
 __all__ = [
@@ -193,7 +192,7 @@ def guard_function_tool(
         )
     original = original_tool(tool)
     name = tool_name or tool_name_of(original)
-    policy_name = _policy_name(client, policy, name)
+    policy_name = check_policy(client, policy, name)
 
     inner_guard = _inner_guard(original)
     if inner_guard is not None:
@@ -324,18 +323,6 @@ class _ClientBinder:
             bound.claim_tool_name(self._tool_name, self._identity)
             self._bound = bound
         return bound
-
-
-def _policy_name(client: TbayClient | None, policy: str | Policy, tool_name: str) -> str:
-    """Resolve the policy now, so a typo fails when guarding, not at the first call."""
-    if client is not None:
-        return client.policy(policy, tool_name=tool_name).name
-    if isinstance(policy, Policy):
-        policy.validate()
-        return policy.name
-    if policy in builtin_policies():
-        return policy
-    return default_client().policy(policy, tool_name=tool_name).name
 
 
 # ---------------------------------------------------------------------------- entry point
