@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import Any, TypeVar
 
 import click
 
-from .client import TbayClient
+from .client import DEFAULT_DB_URL, TbayClient
 from .decide import STATUSES
-from .errors import TbayError
+from .errors import StoreError, TbayError
 from .execution import EXECUTION_FIELDS, Execution
 from .policy import Policy, load_policies
+from .store.sqlite import sqlite_path_from_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,12 +30,21 @@ class _Context:
     def __init__(self, db_url: str | None, policy_file: str | None):
         self.db_url = db_url
         self.policy_file = policy_file
+        self.may_create = False  # only `pause` may start a database: an operator can stop agents first
         self._client: TbayClient | None = None
 
     @property
     def client(self) -> TbayClient:
         if self._client is None:
-            self._client = TbayClient(self.db_url, policy_file=self.policy_file)
+            url = self.db_url or os.environ.get("TBAY_DB_URL") or DEFAULT_DB_URL
+            if url.startswith("sqlite:") and not self.may_create:
+                path = sqlite_path_from_url(url)
+                if not os.path.exists(path):
+                    raise StoreError(
+                        f"no tbay database at {path} (from {url}); check --db-url or TBAY_DB_URL "
+                        "(it is created by the first guarded call)"
+                    )
+            self._client = TbayClient(url, policy_file=self.policy_file)
         return self._client
 
 
@@ -206,6 +217,7 @@ def forget(obj: _Context, execution_id: str) -> None:
 @_friendly
 def pause(obj: _Context, tool: str | None, reason: str | None, by: str | None) -> None:
     """Kill switch: refuse new executions (stored results are still replayed)."""
+    obj.may_create = True
     obj.client.pause(tool, reason=reason, by=by)
     click.echo(f"paused {tool or 'every tool'}")
 

@@ -409,6 +409,7 @@ def test_db_url_option_and_environment_select_the_database(
     assert [row["id"] for row in by_env] == [expected]
 
     other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    TbayClient(other_url).close()  # an empty tbay database (a missing file is an error of its own)
     # the option wins over the environment...
     winner = json_lines(
         ok(tbay("--db-url", db_url, "log", "--json", env={**cli_env, "TBAY_DB_URL": other_url}))
@@ -849,3 +850,23 @@ def test_policies_check_rejects_a_malformed_file(
 
 def test_policies_check_of_a_missing_file(tbay: Callable[..., Any], tmp_path: Path) -> None:
     clean_error(tbay("policies", "--check", str(tmp_path / "absent.yaml")), "absent.yaml")
+
+
+def test_a_mistyped_sqlite_path_is_an_error_not_a_new_empty_database(
+    python: str, subprocess_env: dict[str, str], tmp_path: Path
+) -> None:
+    typo = tmp_path / "typo.db"
+    for command in (["log"], ["pending"], ["stats"], ["show", "abc"]):
+        result = subprocess.run(
+            [python, "-m", "tbay_core.cli", "--db-url", f"sqlite:///{typo}", *command],
+            env=subprocess_env, capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode != 0
+        assert "no tbay database at" in result.stderr and "Traceback" not in result.stderr
+    assert not typo.exists()
+    paused = subprocess.run(
+        [python, "-m", "tbay_core.cli", "--db-url", f"sqlite:///{typo}", "pause", "--reason", "incident"],
+        env=subprocess_env, capture_output=True, text=True, timeout=60,
+    )
+    assert paused.returncode == 0, paused.stderr  # an operator may stop agents before any call
+    assert typo.exists()
