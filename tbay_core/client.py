@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import statistics
 import threading
+import weakref
 from collections.abc import Callable
 from datetime import datetime, timezone
 from types import TracebackType
@@ -38,6 +39,7 @@ class TbayClient:
         self.policies: dict[str, Policy] = load_policies(policy_file)
         self.store = open_store(self.db_url)
         self.engine = Engine(self, self.store)
+        _reset_in_forked_children(self)
         self._tools: dict[str, Callable[..., Any]] = {}
         self.call_tools: dict[tuple[Any, ...], GuardedTool] = {}
         """Per-call guards of adapters (``guard_call``), one per tool name, policy and kind."""
@@ -212,8 +214,34 @@ class TbayClient:
         return f"TbayClient({mask_url(self.db_url)!r})"
 
 
+def _reset_in_forked_children(client: TbayClient) -> None:
+    """Make a client usable in a child made by ``fork()`` (multiprocessing, gunicorn --preload).
+
+    Locks held by the parent's threads at the fork would deadlock the child and
+    the parent's connections must not be shared, so the child resets them.
+    """
+    if not hasattr(os, "register_at_fork"):
+        return
+    ref = weakref.ref(client)
+
+    def reset() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._tools_lock = threading.Lock()
+            alive.engine.after_fork_in_child()
+
+    os.register_at_fork(after_in_child=reset)
+
+
 def _same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
-    """Re-guarding the same function (a module reloaded, a test redefining it) is not a clash."""
+    """Re-guarding the same function (a module reloaded, a test redefining it) is not a clash.
+
+    Functions are the same tool when module and qualified name match. So closures
+    made by one factory are one tool: re-creating a tool per request (capturing
+    that request's session or client) keeps replaying across requests, as it
+    should. A factory whose closures do *different* things (``make_search("web")``
+    vs ``make_search("docs")``) must give them different ``tool_name``s.
+    """
     return a is b or (
         getattr(a, "__module__", None) == getattr(b, "__module__", None)
         and getattr(a, "__qualname__", None) == getattr(b, "__qualname__", None)

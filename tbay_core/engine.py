@@ -166,6 +166,15 @@ class Engine:
         self._redactors: dict[tuple[tuple[str, ...], tuple[str, ...]], Redactor] = {}
         self._redactors_lock = threading.Lock()
 
+    def after_fork_in_child(self) -> None:
+        """Reset what a forked child must not share: locks a parent thread may hold, leases, waiters."""
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self._redactors_lock = threading.Lock()
+        self.wakeups.after_fork_in_child()
+        self.heartbeat.after_fork_in_child()
+        self.local_cache.after_fork_in_child()
+        self.store.after_fork_in_child()
+
     # ------------------------------------------------------------------ entry points
 
     def call_sync(self, tool: GuardedTool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -238,7 +247,10 @@ class Engine:
         if policy.local_cache:
             cached = self.local_cache.get(key, fingerprint)
             if cached is not None:
-                return _Result(decode_result(cached, call.tool.return_annotation))
+                execution_id, result = cached
+                if policy.audit_replays:
+                    self.store.record_replay(execution_id, call.tool.tool_name, call.tenant, call.agent)
+                return _Result(decode_result(result, call.tool.return_annotation))
         record, now = self.store.read_head(key)
         if record is None:
             return None

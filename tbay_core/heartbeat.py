@@ -40,6 +40,14 @@ class Heartbeat:
         if sooner:  # waking the thread costs more than the rest of add(): only when needed
             self._changed.set()
 
+    def after_fork_in_child(self) -> None:
+        """A forked child renews none of the parent's leases and starts its own thread when needed."""
+        self._lock = threading.Lock()
+        self._changed = threading.Event()
+        self._leases = {}
+        self._thread = None
+        self._interval = float("inf")
+
     def remove(self, execution_id: str) -> None:
         """Stop renewing (the execution ended)."""
         with self._lock:

@@ -30,8 +30,12 @@ class LocalCache:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str, fingerprint: str) -> str | None:
-        """The stored result JSON for ``key``, or None when absent, expired or for other arguments."""
+    def after_fork_in_child(self) -> None:
+        """A fresh lock in a forked child (the parent's may have been held at the fork)."""
+        self._lock = threading.Lock()
+
+    def get(self, key: str, fingerprint: str) -> tuple[str, str] | None:
+        """``(execution_id, result JSON)`` for ``key``, or None when absent, expired or for other arguments."""
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -39,7 +43,7 @@ class LocalCache:
             with self._lock:
                 self._entries.pop(key, None)
             return None
-        return entry.result
+        return entry.execution_id, entry.result
 
     def put(self, key: str, execution_id: str, fingerprint: str, result: str, ttl_left: float) -> None:
         """Remember a replayable result for ``ttl_left`` more seconds (what remains of its TTL)."""

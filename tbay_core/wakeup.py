@@ -20,6 +20,11 @@ class Wakeups:
         self._futures: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
 
+    def after_fork_in_child(self) -> None:
+        """A forked child starts with nobody waiting (and a lock no dead thread holds)."""
+        self._futures = {}
+        self._lock = threading.Lock()
+
     def subscribe(self, execution_id: str) -> Future[None]:
         """The future that completes at the next :meth:`fire` for ``execution_id``."""
         with self._lock:

@@ -239,6 +239,9 @@ class Store(ABC):
     milliseconds of the owner without a notification channel.
     """
 
+    def after_fork_in_child(self) -> None:  # noqa: B027 - optional hook
+        """In a forked child: stop using the parent's connections and locks."""
+
     def watch(self, callback: Callable[[str | None], None]) -> None:  # noqa: B027 - optional hook
         """Call ``callback(execution_id)`` when another process changes an execution (``None``: any).
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
 import threading
 import time
@@ -89,7 +90,10 @@ class PostgresStore(SqlStore):
         dsn, self.schema = split_url(url)
         self._dsn = dsn
         self._connect_timeout = connect_timeout
+        self._max_connections = max_connections
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._pid = os.getpid()
+        self._inherited: list[Any] = []
         self._pool_wait = pool_wait
         self._idle: list[Any] = []
         self._idle_lock = threading.Lock()
@@ -140,6 +144,22 @@ class PostgresStore(SqlStore):
         except psycopg2.Error as exc:
             raise StoreError(self._connect_error(exc)) from None
 
+    def after_fork_in_child(self) -> None:
+        self._idle_lock = threading.Lock()
+        self._forget_parent_connections()
+
+    def _forget_parent_connections(self) -> None:
+        """In a forked child: never use, close or free the parent's sockets (freeing one would end
+        the parent's session), and listen on a connection of its own."""
+        with self._idle_lock:
+            self._inherited.extend(self._idle)
+            self._idle = []
+            self._pid = os.getpid()
+            self._slots = threading.BoundedSemaphore(self._max_connections)
+        if self._listener is not None:
+            self._listener = None
+            self._start_listener()
+
     def _checkin(self, conn: Any, *, broken: bool) -> None:
         """Keep a healthy connection for reuse; a broken one is closed, and so are the idle ones.
 
@@ -165,7 +185,10 @@ class PostgresStore(SqlStore):
         """A pooled autocommit connection, reused across calls; one that broke is discarded."""
         if self._closed:
             raise StoreError(f"the tbay client for {self.masked_url} is closed; create a new TbayClient")
-        if not self._slots.acquire(timeout=self._pool_wait):
+        if os.getpid() != self._pid:
+            self._forget_parent_connections()
+        slots = self._slots
+        if not slots.acquire(timeout=self._pool_wait):
             raise StoreError(
                 f"no free PostgreSQL connection to {self.masked_url} within {self._pool_wait:g}s; "
                 "too many threads at once for max_connections"
@@ -175,13 +198,20 @@ class PostgresStore(SqlStore):
             broken = False
             try:
                 yield conn
-            except (*_CONNECTION_ERRORS, _Uncertain):
+            except _CONNECTION_ERRORS as exc:
+                if not conn.closed:  # the server refused a statement (timeout, deadlock): not a lost link
+                    raise StoreError(
+                        f"PostgreSQL at {self.masked_url} failed: {str(exc).strip()}"
+                    ) from None
+                broken = True
+                raise
+            except _Uncertain:
                 broken = True
                 raise
             finally:
                 self._checkin(conn, broken=broken or bool(conn.closed))
         finally:
-            self._slots.release()
+            slots.release()
 
     def run(self, operation: Callable[[Tx], Any]) -> Any:
         """Run ``operation`` on a pooled connection, retrying once on a connection that had died.
@@ -215,10 +245,8 @@ class PostgresStore(SqlStore):
             tx("BEGIN")
             try:
                 result = operation(tx)
-            except _CONNECTION_ERRORS:
-                raise
             except BaseException:
-                with contextlib.suppress(psycopg2.Error):
+                with contextlib.suppress(psycopg2.Error):  # a dead connection cannot roll back: fine
                     tx("ROLLBACK")
                 raise
             try:
@@ -273,8 +301,11 @@ class PostgresStore(SqlStore):
         """Call ``callback(execution_id)`` whenever any process changes an execution."""
         self._watchers.append(callback)
         if self._listener is None:
-            self._listener = threading.Thread(target=self._listen, name="tbay-listen", daemon=True)
-            self._listener.start()
+            self._start_listener()
+
+    def _start_listener(self) -> None:
+        self._listener = threading.Thread(target=self._listen, name="tbay-listen", daemon=True)
+        self._listener.start()
 
     def _listen(self) -> None:
         backoff = 0.1

@@ -162,6 +162,14 @@ def unknown_execution(execution_id: str) -> UnknownExecution:
     )
 
 
+class _DryRun(Exception):
+    """Raised inside a purge transaction to roll it back and report what it would have done."""
+
+    def __init__(self, count: int):
+        super().__init__(count)
+        self.count = count
+
+
 class _Claim(ClaimTransaction):
     """The claim primitives over an open transaction of a :class:`SqlStore`."""
 
@@ -409,6 +417,16 @@ class SqlStore(Store):
                         reason: str | None) -> Execution:
         verb = "approve" if approve else "reject"
 
+        def refuse(state: str, tool: str) -> InvalidTransition:
+            return InvalidTransition(
+                f"cannot {verb} execution {execution_id} of tool '{tool}': it is {state}, not "
+                f"waiting for approval. Nothing was changed; see `tbay show {execution_id}`."
+            )
+
+        # Every UPDATE re-checks "still undecided": a concurrent approve, reject or start
+        # (PostgreSQL, READ COMMITTED) makes it match nothing, never overwrite.
+        undecided = f" WHERE id = ? AND status = '{WAITING_APPROVAL}' AND approved = 0"
+
         def operation(tx: Tx) -> None:
             now = self.clock(tx)
             row = tx(
@@ -419,31 +437,29 @@ class SqlStore(Store):
                 raise unknown_execution(execution_id)
             status, approved, deadline, tool = row
             if status != WAITING_APPROVAL or approved:
-                state = "already approved" if approved and status == WAITING_APPROVAL else status
-                raise InvalidTransition(
-                    f"cannot {verb} execution {execution_id} of tool '{tool}': it is {state}, not "
-                    f"waiting for approval. Nothing was changed; see `tbay show {execution_id}`."
-                )
+                raise refuse("already approved" if approved and status == WAITING_APPROVAL else status, tool)
             if deadline is not None and now >= deadline:
-                tx(
+                cursor = tx(
                     "UPDATE tbay_executions SET status = ?, finished_at = ?, error_type = ?,"
-                    " error_message = ? WHERE id = ?",
+                    " error_message = ?" + undecided,
                     (EXPIRED, now, "ApprovalTimeout",
                      "nobody approved or rejected the call before its approval timeout", execution_id),
                 )
             elif approve:
-                tx(
+                cursor = tx(
                     "UPDATE tbay_executions SET approved = 1, decided_by = ?, decision_reason = ?,"
-                    " decided_at = ? WHERE id = ?",
+                    " decided_at = ?" + undecided,
                     (by, reason, now, execution_id),
                 )
             else:
-                tx(
+                cursor = tx(
                     "UPDATE tbay_executions SET status = ?, decided_by = ?, decision_reason = ?,"
-                    " decided_at = ?, finished_at = ?, error_type = ?, error_message = ? WHERE id = ?",
+                    " decided_at = ?, finished_at = ?, error_type = ?, error_message = ?" + undecided,
                     (REJECTED, by, reason, now, now, "ApprovalRejected",
                      f"rejected by {by or 'an operator'}: {reason or 'no reason given'}", execution_id),
                 )
+            if cursor.rowcount != 1:
+                raise refuse("no longer waiting (decided or started a moment ago)", tool)
             self.notify(tx, execution_id)
 
         self.guarded_write(operation)
@@ -491,30 +507,54 @@ class SqlStore(Store):
         return [Control(*row) for row in rows]
 
     def purge(self, older_than: float, *, dry_run: bool = False) -> int:
+        """Delete ended executions older than ``older_than`` seconds, expired keys and old replays.
+
+        Rows nobody will ever finish are ended first: a request past its
+        approval deadline becomes EXPIRED and a RUNNING row whose lease lapsed
+        before the cutoff becomes LOST (its key stays, so a mutating call is not
+        run again). The outcome a live key still replays is never deleted.
+        A dry run does the same inside a transaction it rolls back.
+        """
+
         def operation(tx: Tx) -> int:
             now = self.clock(tx)
-            served = (  # the outcome a live key still replays: never purged
-                "EXISTS (SELECT 1 FROM tbay_keys k WHERE k.execution_id = tbay_executions.id)"
-                f" AND status <> '{EXPIRED}' AND (expires_at IS NULL OR expires_at > ?)"
+            cutoff = now - older_than
+            tx(
+                f"UPDATE tbay_executions SET status = '{EXPIRED}', finished_at = approval_deadline,"
+                " error_type = 'ApprovalTimeout', error_message = 'nobody approved or rejected the"
+                f" call before its approval timeout' WHERE status = '{WAITING_APPROVAL}'"
+                " AND approved = 0 AND approval_deadline < ?",
+                (cutoff,),
             )
-            doomed = (
-                f"FROM tbay_executions WHERE status IN ({_ENDED})"
-                f" AND COALESCE(finished_at, created_at) < ? AND NOT ({served})"
+            tx(
+                f"UPDATE tbay_executions SET status = '{LOST}', finished_at = lease_expires_at,"
+                " lease_expires_at = NULL, error_type = 'OwnerLost', error_message = 'the process"
+                " running this call stopped renewing its lease and nobody recovered it'"
+                f" WHERE status = '{RUNNING}' AND lease_expires_at < ?",
+                (cutoff,),
             )
-            params = (now - older_than, now)
-            (count,) = tx(f"SELECT COUNT(*) {doomed}", params).fetchone()
-            if not dry_run:
-                tx(f"DELETE {doomed}", params)
-                tx(
-                    "DELETE FROM tbay_keys WHERE NOT EXISTS (SELECT 1 FROM tbay_executions e WHERE"
-                    f" e.id = tbay_keys.execution_id AND e.status <> '{EXPIRED}'"
-                    " AND (e.expires_at IS NULL OR e.expires_at > ?))",
-                    (now,),
-                )
-                tx("DELETE FROM tbay_replays WHERE at < ?", (now - older_than,))
-            return int(count)
+            # stated positively, so a key a concurrent claim just repointed is never matched
+            tx(
+                "DELETE FROM tbay_keys WHERE execution_id IN (SELECT id FROM tbay_executions WHERE"
+                f" status = '{EXPIRED}' OR (status IN ({_ENDED}) AND expires_at IS NOT NULL"
+                " AND expires_at <= ?))",
+                (now,),
+            )
+            cursor = tx(
+                f"DELETE FROM tbay_executions WHERE status IN ({_ENDED})"
+                " AND COALESCE(finished_at, created_at) < ?"
+                " AND NOT EXISTS (SELECT 1 FROM tbay_keys k WHERE k.execution_id = tbay_executions.id)",
+                (cutoff,),
+            )
+            tx("DELETE FROM tbay_replays WHERE at < ?", (cutoff,))
+            if dry_run:
+                raise _DryRun(cursor.rowcount)
+            return int(cursor.rowcount)
 
-        return int(self.guarded_write(operation))
+        try:
+            return int(self.guarded_write(operation))
+        except _DryRun as dry:
+            return dry.count
 
     def stats(self) -> list[dict[str, Any]]:
         def operation(tx: Tx) -> list[dict[str, Any]]:

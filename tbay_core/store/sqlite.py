@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,9 @@ class SQLiteStore(SqlStore):
         self.path = sqlite_path_from_url(url)
         self.busy_timeout = busy_timeout
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._holders: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
+        self._inherited: list[object] = []  # a fork's copies of the parent's connections, never used
         self._pid = os.getpid()
         self._closed = False
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -70,24 +72,34 @@ class SQLiteStore(SqlStore):
             raise StoreError(f"cannot open SQLite database {self.path!r} ({self.url}): {exc}") from exc
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         conn.execute("PRAGMA synchronous = NORMAL")
+        holder = _ThreadConnection(conn)
         with self._connections_lock:
-            self._connections.append(conn)
+            self._holders.add(holder)
+        self._local.holder = holder
         self._local.conn = conn
-        self._local.pid = self._pid
         return conn
 
+    def after_fork_in_child(self) -> None:
+        self._connections_lock = threading.Lock()
+        self._forget_parent_connections()
+
     def _conn(self) -> sqlite3.Connection:
-        local = self._local
+        if os.getpid() != self._pid:  # forked without the at-fork hook (os.fork in C code)
+            self._forget_parent_connections()
         try:
-            if local.pid == self._pid:
-                return local.conn  # type: ignore[no-any-return]
+            return self._local.conn  # type: ignore[no-any-return]
         except AttributeError:
-            pass
-        if os.getpid() != self._pid:  # forked: never share the parent's connections
-            self._pid = os.getpid()
+            return self._connect()
+
+    def _forget_parent_connections(self) -> None:
+        """In a forked child: open connections of its own, and never touch (or close) the parent's."""
+        with self._connections_lock:
+            for holder in list(self._holders):
+                holder.finalizer.detach()
+                self._inherited.append(holder)
+            self._holders = weakref.WeakSet()
             self._local = threading.local()
-            self._connections = []
-        return self._connect()
+            self._pid = os.getpid()
 
     def _executor(self, conn: sqlite3.Connection) -> Tx:
         def execute(sql: str, params: Sequence[Any] = ()) -> Cursor:
@@ -153,8 +165,26 @@ class SQLiteStore(SqlStore):
     def close(self) -> None:
         self._closed = True
         with self._connections_lock:
-            for conn in self._connections:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
-            self._connections.clear()
+            for holder in list(self._holders):
+                holder.finalizer()
+            self._holders = weakref.WeakSet()
         self._local = threading.local()
+
+
+class _ThreadConnection:
+    """One thread's connection, closed when the thread ends (its thread-locals are released).
+
+    Threads come and go (timeouts, webhooks, user thread pools); without this,
+    each would leave an open connection behind until the client closes.
+    """
+
+    __slots__ = ("__weakref__", "conn", "finalizer")
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self.finalizer = weakref.finalize(self, _close_quietly, conn)
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        conn.close()
