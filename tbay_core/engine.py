@@ -89,7 +89,7 @@ _REPLAY_ACTIONS = frozenset(
 class _Wait:
     """Block until ``future`` fires or ``timeout`` seconds pass (``future`` may be None: a sleep)."""
 
-    future: Future[None] | None
+    future: Future[str | None] | None
     timeout: float
 
 
@@ -362,7 +362,11 @@ class Engine:
                     if time.monotonic() >= follow_deadline:
                         raise self._timeout_error(call, outcome.execution_id, policy.execution_timeout)
                     deadline = follow_deadline
-                yield from self._follow(outcome.execution_id, deadline)
+                handed_over = yield from self._follow(outcome.execution_id, deadline)
+                if handed_over is not None:  # the owner ran here and gave us its stored result
+                    if policy.audit_replays:
+                        self.store.record_replay(outcome.execution_id, tool.tool_name, call.tenant, call.agent)
+                    return _Result(decode_result(handed_over, tool.return_annotation))
                 if call.identity.key is not None:  # the usual end: replay without a write transaction
                     replay = self._fast_replay(call)
                     if replay is not None:
@@ -384,42 +388,49 @@ class Engine:
             assert outcome.record is not None
             return self._replay(call, action, outcome.record, retry_after=outcome.retry_after)
 
-    def _follow(self, execution_id: str, deadline: float | None = None) -> Generator[_Wait, None, None]:
+    def _follow(self, execution_id: str, deadline: float | None = None) -> Generator[_Wait, None, str | None]:
         """Wait until an execution of another caller ends, loses its lease or gets a decision.
 
         ``deadline`` (``time.monotonic()``) ends the wait early, for callers bound
-        by ``execution_timeout``.
+        by ``execution_timeout``. Returns the stored result JSON when an owner in
+        this process handed it over on success, else None (re-decide from the store).
         """
         try:
-            yield from self._wait_for_change(execution_id, deadline)
-        finally:  # a foreign execution's future would never fire: drop it (co-waiters re-poll)
-            self.wakeups.fire(execution_id)
+            return (yield from self._wait_for_change(execution_id, deadline))
+        finally:
+            if not self.heartbeat.renews(execution_id):
+                # nobody here will fire a foreign execution's future: drop it (co-waiters re-check)
+                self.wakeups.fire(execution_id)
 
-    def _wait_for_change(self, execution_id: str, deadline: float | None) -> Generator[_Wait, None, None]:
+    def _wait_for_change(self, execution_id: str, deadline: float | None) -> Generator[_Wait, None, str | None]:
         backoff = 0.001
         early_until = time.monotonic() + EARLY_WAIT
         while True:
             if deadline is not None and time.monotonic() >= deadline:
-                return
+                return None
             future = self.wakeups.subscribe(execution_id)
             state = self.store.poll(execution_id)
             if state is None or state.status in ENDED_STATUSES:
-                return
+                return None
             timeout = backoff
             if state.status == RUNNING:
                 if state.lease_expires_at is None or state.now >= state.lease_expires_at:
-                    return
+                    return None
+                if self.heartbeat.renews(execution_id):  # its owner is here and will wake us: no polling
+                    timeout = 1.0
                 timeout = min(timeout, state.lease_expires_at - state.now + 0.001)
             elif state.status == WAITING_APPROVAL:
                 if state.approved:
-                    return
+                    return None
                 if state.approval_deadline is not None:
                     if state.now >= state.approval_deadline:
-                        return
+                        return None
                     timeout = min(timeout, state.approval_deadline - state.now + 0.001)
             if deadline is not None:
                 timeout = min(timeout, max(0.0, deadline - time.monotonic()))
             yield _Wait(future, timeout)
+            if future.done() and future.result() is not None:  # an owner here handed over its result
+                return future.result()
             cap = self.store.early_poll_interval_cap if time.monotonic() < early_until else self.store.poll_interval_cap
             backoff = min(backoff * 2, cap)
 
@@ -590,9 +601,11 @@ class Engine:
             execution_id=execution_id,
         )
 
-    def _settle(self, execution_id: str) -> None:
+    def _settle(self, execution_id: str, result: str | None = None) -> None:
+        """Release the lease and wake this process's followers, handing them the stored result
+        (so they replay it without a database read of their own)."""
         self.heartbeat.remove(execution_id)
-        self.wakeups.fire(execution_id)
+        self.wakeups.fire(execution_id, result)
 
     def _record_success(self, call: _Call, execution_id: str, value: Any) -> None:
         try:
@@ -629,7 +642,10 @@ class Engine:
                              name="tbay-record", daemon=True).start()
             return
         self._report_fenced(call, execution_id, recorded)
-        self._settle(execution_id)
+        replayable_result = (
+            outcome["result"] if recorded and outcome["status"] == SUCCEEDED and outcome["replayable"] else None
+        )
+        self._settle(execution_id, replayable_result)
 
     def _finish_later(self, call: _Call, execution_id: str, outcome: dict[str, Any]) -> None:
         deadline = time.monotonic() + max(call.policy.lease_timeout, 5.0)

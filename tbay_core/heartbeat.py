@@ -48,6 +48,10 @@ class Heartbeat:
         self._thread = None
         self._interval = float("inf")
 
+    def renews(self, execution_id: str) -> bool:
+        """True while ``execution_id`` runs in this process (its owner will fire its wake-up)."""
+        return execution_id in self._leases
+
     def remove(self, execution_id: str) -> None:
         """Stop renewing (the execution ended)."""
         with self._lock:

@@ -17,7 +17,7 @@ class Wakeups:
     """One pending :class:`~concurrent.futures.Future` per execution id, fired when it changes."""
 
     def __init__(self) -> None:
-        self._futures: dict[str, Future[None]] = {}
+        self._futures: dict[str, Future[str | None]] = {}
         self._lock = threading.Lock()
 
     def after_fork_in_child(self) -> None:
@@ -25,7 +25,7 @@ class Wakeups:
         self._futures = {}
         self._lock = threading.Lock()
 
-    def subscribe(self, execution_id: str) -> Future[None]:
+    def subscribe(self, execution_id: str) -> Future[str | None]:
         """The future that completes at the next :meth:`fire` for ``execution_id``."""
         with self._lock:
             future = self._futures.get(execution_id)
@@ -33,8 +33,11 @@ class Wakeups:
                 future = self._futures[execution_id] = Future()
             return future
 
-    def fire(self, execution_id: str | None) -> None:
-        """Wake every waiter of ``execution_id`` (``None``: every waiter); a no-op when nobody waits."""
+    def fire(self, execution_id: str | None, result: str | None = None) -> None:
+        """Wake every waiter of ``execution_id`` (``None``: every waiter); a no-op when nobody waits.
+
+        ``result`` is the stored result JSON an owner hands to its followers.
+        """
         with self._lock:
             if execution_id is None:
                 futures = list(self._futures.values())
@@ -43,7 +46,7 @@ class Wakeups:
                 future = self._futures.pop(execution_id, None)
                 futures = [future] if future is not None else []
         for future in futures:
-            future.set_result(None)
+            future.set_result(result)
 
 
 class AsyncWaiter:
@@ -56,18 +59,18 @@ class AsyncWaiter:
     """
 
     def __init__(self) -> None:
-        self._source: Future[None] | None = None
-        self._bridge: asyncio.Future[None] | None = None
+        self._source: Future[str | None] | None = None
+        self._bridge: asyncio.Future[str | None] | None = None
 
-    async def wait(self, future: Future[None], timeout: float) -> None:
+    async def wait(self, future: Future[str | None], timeout: float) -> None:
         """Return when ``future`` completes or after ``timeout`` seconds."""
         if future.done():
             return
         if future is not self._source or self._bridge is None:
             loop = asyncio.get_running_loop()
-            bridge: asyncio.Future[None] = loop.create_future()
+            bridge: asyncio.Future[str | None] = loop.create_future()
 
-            def wake(_: Future[None]) -> None:
+            def wake(_: Future[str | None]) -> None:
                 if not loop.is_closed():
                     with contextlib.suppress(RuntimeError):  # closed between the check and the call
                         loop.call_soon_threadsafe(_resolve, bridge)
@@ -78,6 +81,6 @@ class AsyncWaiter:
             await asyncio.wait_for(asyncio.shield(self._bridge), timeout)
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
+def _resolve(waiter: asyncio.Future[str | None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
