@@ -31,7 +31,6 @@ import json
 import os
 import random
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -40,17 +39,11 @@ from typing import Any
 
 from tbay_core import TbayClient, TbayError, guarded
 
-HANG_GUARD = 30.0
-"""How long a child waits for a file before giving up (only so a broken build cannot hang)."""
+try:  # a child started with ``python -m tests.pg_workers`` from the repository root
+    from tests.workers import append_line, touch, wait_for_file
+except ImportError:  # the test process, where pytest put tests/ itself on sys.path
+    from workers import append_line, touch, wait_for_file  # type: ignore[no-redef]
 
-
-def append_line(path: str | os.PathLike[str], line: str) -> None:
-    """Append one line with a single O_APPEND write: atomic across processes."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line.rstrip("\n") + "\n").encode())
-    finally:
-        os.close(fd)
 
 
 def read_lines(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -60,17 +53,6 @@ def read_lines(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def touch(path: str | os.PathLike[str]) -> None:
-    Path(path).touch()
-
-
-def wait_for_file(path: str | os.PathLike[str], timeout: float = HANG_GUARD) -> None:
-    """Block until ``path`` exists; raise after ``timeout`` (a hang guard, never reached normally)."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"pid {os.getpid()}: {path} did not appear within {timeout:g}s")
-        time.sleep(0.001)
 
 
 def make_tool(client: TbayClient, *, tool: str, policy: str, events: str | os.PathLike[str],
